@@ -1,0 +1,250 @@
+//! The binary interface between `attn-host` (CPU) and `attn-kernels` (GPU).
+//!
+//! Every kernel takes exactly one `#[repr(C)]` parameter struct from this crate. The struct is
+//! compiled into both the host and the kernel, so the two can never disagree on a field.
+//!
+//! # Transport: a fixed 256-byte kernel-argument image
+//!
+//! rustc lowers a struct passed by value to an `extern "gpu-kernel"` function differently per
+//! target: NVPTX gets a `.param .b8 [N]` byval parameter, but AMDGPU gets a *pointer* (a
+//! `global_buffer` kernel argument), which would force a device allocation per launch. So every
+//! kernel entry instead takes [`KERNARG_WORDS`] `u64` arguments, which both targets lay out as a
+//! contiguous kernel-argument segment of 256 bytes (AMD: 32 `by_value` args at offsets 0, 8, …;
+//! NVIDIA: 32 `.param .u64`). The host writes the struct's bytes into that image with
+//! [`KernArgs::new`] and the kernel reads them back with [`KernArgs::params`]. The bytes the kernel
+//! sees are therefore exactly `bytes_of(&params)`, which `tests/tests/abi.rs` checks on a GPU with
+//! the `attn_abi_echo` kernel.
+#![no_std]
+
+/// Number of `u64` words in a kernel-argument image (256 bytes).
+pub const KERNARG_WORDS: usize = 32;
+
+/// Marker for structs that may travel as a kernel-argument image.
+///
+/// # Safety
+///
+/// Implementors must be `#[repr(C)]`, contain only integers and floats (every bit pattern valid,
+/// no references or pointers with provenance requirements), have no implicit padding whose
+/// content matters, be at most `8 * KERNARG_WORDS` bytes large and have an alignment of at most 8.
+pub unsafe trait KernelParams: Copy {}
+
+/// The fixed-size argument image of one kernel launch: the bytes of a [`KernelParams`] struct,
+/// zero-padded to 256 bytes.
+#[repr(C, align(8))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KernArgs(pub [u64; KERNARG_WORDS]);
+
+impl KernArgs {
+    /// Serialises `params` into an argument image.
+    #[inline(always)]
+    pub fn new<P: KernelParams>(params: &P) -> Self {
+        const { assert!(core::mem::size_of::<P>() <= 8 * KERNARG_WORDS) };
+        const { assert!(core::mem::align_of::<P>() <= 8) };
+        let mut words = [0u64; KERNARG_WORDS];
+        // SAFETY: `P: KernelParams` is plain old data no larger than the 256-byte, 8-aligned
+        // destination (checked at compile time above), and the two regions do not overlap.
+        unsafe {
+            core::ptr::copy_nonoverlapping(
+                (params as *const P).cast::<u8>(),
+                words.as_mut_ptr().cast::<u8>(),
+                core::mem::size_of::<P>(),
+            );
+        }
+        Self(words)
+    }
+
+    /// Reads the parameter struct back out of the image (the kernel side of [`KernArgs::new`]).
+    #[inline(always)]
+    pub fn params<P: KernelParams>(&self) -> P {
+        const { assert!(core::mem::size_of::<P>() <= 8 * KERNARG_WORDS) };
+        const { assert!(core::mem::align_of::<P>() <= 8) };
+        // SAFETY: the image is 8-aligned and large enough for `P` (checked at compile time), and
+        // every bit pattern is a valid `P` by the `KernelParams` contract.
+        unsafe { core::ptr::read(self.0.as_ptr().cast::<P>()) }
+    }
+}
+
+/// Element type of `q`, `k`, `v` and `out`.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum DType {
+    /// IEEE binary16.
+    F16 = 0,
+    /// bfloat16.
+    Bf16 = 1,
+    /// IEEE binary32.
+    F32 = 2,
+}
+
+impl DType {
+    /// All element types, in kernel-name order.
+    pub const ALL: [DType; 3] = [DType::F16, DType::Bf16, DType::F32];
+
+    /// Size of one element in bytes.
+    pub const fn size(self) -> usize {
+        match self {
+            DType::F16 | DType::Bf16 => 2,
+            DType::F32 => 4,
+        }
+    }
+
+    /// The name used in kernel symbols and on the command line.
+    pub const fn name(self) -> &'static str {
+        match self {
+            DType::F16 => "f16",
+            DType::Bf16 => "bf16",
+            DType::F32 => "f32",
+        }
+    }
+}
+
+/// `mask_flags` bit: a window/causal mask is active (otherwise every key `j < Sk` is visible).
+pub const MASK_WINDOW: u32 = 1;
+/// `mask_flags` bit: the mask and ALiBi diagonal are bottom-right aligned (`off = Sk - Sq`).
+pub const MASK_BOTTOM_RIGHT: u32 = 2;
+/// `window_left` / `window_right` value meaning "unbounded on this side".
+pub const WINDOW_UNBOUNDED: i32 = i32::MAX;
+
+/// Parameters of the forward kernels `attn_fwd_{dtype}_d{D}`.
+///
+/// All strides are in elements; the head-dim stride is always 1. Logical shapes (batch mode):
+/// `q [B, Sq, Hq, D]`, `k [B, Sk, Hk, D]`, `v [B, Sk, Hk, Dv]`, `out [B, Sq, Hq, Dv]`,
+/// `lse [B, Hq, Sq]` (f32, row stride 1).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct FwdParams {
+    /// Device address of `q`.
+    pub q: u64,
+    /// Device address of `k`.
+    pub k: u64,
+    /// Device address of `v`.
+    pub v: u64,
+    /// Device address of `out`.
+    pub out: u64,
+    /// Device address of `lse`, or 0 to skip writing it.
+    pub lse: u64,
+    /// `q` strides: batch, sequence, head.
+    pub q_strides: [i64; 3],
+    /// `k` strides: batch, sequence, head.
+    pub k_strides: [i64; 3],
+    /// `v` strides: batch, sequence, head.
+    pub v_strides: [i64; 3],
+    /// `out` strides: batch, sequence, head.
+    pub o_strides: [i64; 3],
+    /// `lse` strides: batch, head (the sequence stride is 1).
+    pub lse_strides: [i64; 2],
+    /// Batch size `B`.
+    pub batch: u32,
+    /// Query heads `Hq`.
+    pub heads_q: u32,
+    /// Key/value heads `Hk` (`Hq % Hk == 0`).
+    pub heads_k: u32,
+    /// Query length `Sq`.
+    pub seqlen_q: u32,
+    /// Key length `Sk`.
+    pub seqlen_k: u32,
+    /// Head dim of `q`/`k` (`D`), at most the kernel's `D`.
+    pub head_dim: u32,
+    /// Head dim of `v`/`out` (`Dv`), at most the kernel's `D`.
+    pub head_dim_v: u32,
+    /// `scale * log2(e)`: the logits are computed in the log2 domain.
+    pub scale_log2: f32,
+    /// Keys visible left of the aligned diagonal, or [`WINDOW_UNBOUNDED`].
+    pub window_left: i32,
+    /// Keys visible right of the aligned diagonal, or [`WINDOW_UNBOUNDED`].
+    pub window_right: i32,
+    /// [`MASK_WINDOW`] | [`MASK_BOTTOM_RIGHT`].
+    pub mask_flags: u32,
+    /// Explicit padding (keeps the layout free of implicit padding).
+    pub _pad: u32,
+}
+
+// SAFETY: `#[repr(C)]`, only integers and floats, explicit padding, 200 bytes, align 8.
+unsafe impl KernelParams for FwdParams {}
+
+/// Parameters of the `attn_abi_echo` kernel: it copies the argument image it received, all
+/// [`KERNARG_WORDS`] words, to `out`, so the host can compare bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct EchoParams {
+    /// Device address of a `[u64; KERNARG_WORDS]` output buffer.
+    pub out: u64,
+    /// An arbitrary forward-parameter payload to round-trip.
+    pub payload: FwdParams,
+}
+
+// SAFETY: `#[repr(C)]` of a u64 and a `KernelParams` struct; 208 bytes, align 8, no padding.
+unsafe impl KernelParams for EchoParams {}
+
+const _: () = {
+    assert!(core::mem::size_of::<FwdParams>() == 200);
+    assert!(core::mem::align_of::<FwdParams>() == 8);
+    assert!(core::mem::offset_of!(FwdParams, q_strides) == 40);
+    assert!(core::mem::offset_of!(FwdParams, lse_strides) == 136);
+    assert!(core::mem::offset_of!(FwdParams, batch) == 152);
+    assert!(core::mem::offset_of!(FwdParams, scale_log2) == 180);
+    assert!(core::mem::offset_of!(FwdParams, mask_flags) == 192);
+    assert!(core::mem::size_of::<EchoParams>() == 208);
+    assert!(core::mem::size_of::<KernArgs>() == 256);
+};
+
+/// Which kernel: the symbol-name grammar shared by `xtask`, `attn-kernels` and `attn-host`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum KernelId {
+    /// `attn_abi_echo`: copies its argument image to memory.
+    AbiEcho,
+    /// `attn_fwd_{dtype}_d{head_dim}`: the forward pass for head dims up to `head_dim`.
+    Fwd {
+        /// Element type.
+        dtype: DType,
+        /// Largest `D`/`Dv` the kernel handles (the tile width).
+        head_dim: u32,
+    },
+}
+
+/// Head-dim buckets the forward kernels are instantiated for.
+pub const FWD_HEAD_DIMS: [u32; 4] = [32, 64, 128, 256];
+
+impl KernelId {
+    /// Writes the kernel's symbol name, e.g. `attn_fwd_bf16_d128`.
+    pub fn write_symbol(&self, w: &mut impl core::fmt::Write) -> core::fmt::Result {
+        match self {
+            KernelId::AbiEcho => w.write_str("attn_abi_echo"),
+            KernelId::Fwd { dtype, head_dim } => {
+                write!(w, "attn_fwd_{}_d{}", dtype.name(), head_dim)
+            }
+        }
+    }
+}
+
+impl core::fmt::Display for KernelId {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        self.write_symbol(f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernargs_round_trip_preserves_every_field() {
+        let p = FwdParams {
+            q: 0x1122_3344_5566_7788,
+            lse: 42,
+            q_strides: [-1, 2, 3],
+            lse_strides: [7, 8],
+            batch: 3,
+            head_dim_v: 96,
+            scale_log2: 0.125,
+            window_left: WINDOW_UNBOUNDED,
+            window_right: -5,
+            mask_flags: MASK_WINDOW | MASK_BOTTOM_RIGHT,
+            ..Default::default()
+        };
+        let args = KernArgs::new(&p);
+        assert_eq!(args.params::<FwdParams>(), p);
+        // Bytes past the struct are zero.
+        assert!(args.0[25..].iter().all(|&w| w == 0));
+    }
+}

@@ -1,0 +1,2 @@
+//! The `attn` command line.
+fn main() {}

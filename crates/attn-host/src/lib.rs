@@ -1,0 +1,1 @@
+//! attn-host (in progress).

@@ -1,0 +1,90 @@
+//! NVIDIA (`nvptx64-nvidia-cuda`, sm_80 and up).
+use core::arch::nvptx as n;
+
+/// Lanes per warp.
+pub const WAVE: u32 = 32;
+
+unsafe extern "unadjusted" {
+    #[link_name = "llvm.nvvm.shfl.sync.bfly.f32"]
+    fn shfl_bfly_f32(mask: u32, v: f32, lane_mask: u32, clamp: u32) -> f32;
+    #[link_name = "llvm.nvvm.ex2.approx.ftz.f32"]
+    fn ex2_approx_ftz(x: f32) -> f32;
+    #[link_name = "llvm.nvvm.lg2.approx.ftz.f"]
+    fn lg2_approx_ftz(x: f32) -> f32;
+    #[link_name = "llvm.nvvm.rcp.approx.ftz.f"]
+    fn rcp_approx_ftz(x: f32) -> f32;
+}
+
+/// Thread index in the (1-D) block.
+#[inline(always)]
+pub fn thread_idx() -> u32 {
+    // SAFETY: reads the %tid.x special register; always valid inside a kernel.
+    unsafe { n::_thread_idx_x() as u32 }
+}
+
+/// Block index `(x, y, z)` in the grid.
+#[inline(always)]
+pub fn block_idx() -> (u32, u32, u32) {
+    // SAFETY: reads the %ctaid special registers; always valid inside a kernel.
+    unsafe {
+        (
+            n::_block_idx_x() as u32,
+            n::_block_idx_y() as u32,
+            n::_block_idx_z() as u32,
+        )
+    }
+}
+
+/// `bar.sync 0`: block barrier with CTA-scope memory ordering of shared memory.
+#[doc(alias = "bar.sync")]
+#[inline(always)]
+pub fn sync_threads() {
+    // SAFETY: every thread of the block reaches each call site (callers keep it in uniform
+    // control flow).
+    unsafe { n::_syncthreads() }
+}
+
+/// Butterfly shuffle: the value of lane `lane ^ mask`.
+#[doc(alias = "shfl.sync.bfly.b32")]
+#[inline(always)]
+pub fn shfl_xor_f32(v: f32, mask: u32) -> f32 {
+    // SAFETY: full-warp mask; all 32 lanes execute the shuffle (uniform control flow).
+    unsafe { shfl_bfly_f32(0xffff_ffff, v, mask, 0x1f) }
+}
+
+/// `2^x` (`ex2.approx.ftz.f32`, one MUFU.EX2); `exp2(-inf) = 0`.
+#[inline(always)]
+pub fn exp2(x: f32) -> f32 {
+    // SAFETY: pure arithmetic intrinsic.
+    unsafe { ex2_approx_ftz(x) }
+}
+
+/// `log2(x)` (`lg2.approx.ftz.f32`).
+#[inline(always)]
+pub fn log2(x: f32) -> f32 {
+    // SAFETY: pure arithmetic intrinsic.
+    unsafe { lg2_approx_ftz(x) }
+}
+
+/// `1/x` (`rcp.approx.ftz.f32`).
+#[inline(always)]
+pub fn rcp(x: f32) -> f32 {
+    // SAFETY: pure arithmetic intrinsic.
+    unsafe { rcp_approx_ftz(x) }
+}
+
+/// 16-byte aligned type used to request the dynamic shared-memory base.
+#[repr(C, align(16))]
+struct Align16([u8; 16]);
+
+/// Base of the launch-sized dynamic shared memory.
+#[inline(always)]
+pub fn dyn_smem() -> *mut u8 {
+    core::intrinsics::gpu::gpu_launch_sized_workgroup_mem::<Align16>().cast()
+}
+
+/// Fused multiply-add `a * b + c`, rounded once.
+#[inline(always)]
+pub fn fma(a: f32, b: f32, c: f32) -> f32 {
+    core::intrinsics::fmaf32(a, b, c)
+}

@@ -1,0 +1,1 @@
+//! attn-ref (in progress).

@@ -1,0 +1,1 @@
+//! hip-sys (in progress).
