@@ -49,20 +49,22 @@ impl<E: Element> MmaAtom for FmaAtom<E> {
     }
 
     #[inline(always)]
+    #[allow(clippy::needless_range_loop)] // slice iterators would pin the fragment to scratch
     fn load_a(lane: u32, at: impl Fn(usize, usize) -> E) -> [f32; FK] {
         let mut a = [0.0; FK];
-        for (v, x) in a.iter_mut().enumerate() {
+        for v in 0..FK {
             let (m, k) = Self::a_coord(lane, v);
-            *x = at(m, k).to_f32();
+            a[v] = at(m, k).to_f32();
         }
         a
     }
     #[inline(always)]
+    #[allow(clippy::needless_range_loop)] // slice iterators would pin the fragment to scratch
     fn load_b(lane: u32, at: impl Fn(usize, usize) -> E) -> [f32; 2 * FK] {
         let mut b = [0.0; 2 * FK];
-        for (v, x) in b.iter_mut().enumerate() {
+        for v in 0..2 * FK {
             let (k, n) = Self::b_coord(lane, v);
-            *x = at(k, n).to_f32();
+            b[v] = at(k, n).to_f32();
         }
         b
     }

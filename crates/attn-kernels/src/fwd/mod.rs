@@ -66,13 +66,16 @@ unsafe fn load_tile<E: Element>(
 /// Butterfly all-reduce of `x` over the lanes that share a row of `A`'s accumulator.
 #[inline(always)]
 fn row_allreduce<A: MmaAtom>(mut x: f32, op: impl Fn(f32, f32) -> f32) -> f32 {
-    for &m in A::ROW_XOR {
-        x = op(x, shfl_xor_f32(x, m));
+    for i in 0..A::ROW_XOR.len() {
+        x = op(x, shfl_xor_f32(x, A::ROW_XOR[i]));
     }
     x
 }
 
 /// Runs one block of the forward pass.
+///
+/// Register tiles are indexed with plain `for` loops, never slice iterators: an iterator's
+/// non-null assumption on a tile's address keeps the tile out of registers on AMD.
 ///
 /// Generic parameters: the atom `A`, `WAVES` waves per block, `TM` accumulator fragments of query
 /// rows per wave, `TN` fragments of keys per key block (`BLOCK_N = TN · A::N`) and `ND` fragments
@@ -81,9 +84,14 @@ fn row_allreduce<A: MmaAtom>(mut x: f32, op: impl Fn(f32, f32) -> f32) -> f32 {
 /// The grid is `(ceil(Sq / BLOCK_M), Hq, B)` with [`policy::THREADS`] threads per block and
 /// [`policy::smem_bytes`] bytes of dynamic shared memory. The host has validated `p`.
 #[inline(always)]
+#[allow(clippy::needless_range_loop)]
 pub fn run<A: MmaAtom, const WAVES: usize, const TM: usize, const TN: usize, const ND: usize>(
     p: &FwdParams,
 ) {
+    // Work on a by-value copy: no pointer to the parameters (or to any register tile) may be
+    // captured, or LLVM keeps them in scratch memory on AMD (non-null assumes on private-space
+    // allocas block their promotion to registers).
+    let p = *p;
     const {
         assert!(WAVES * WAVE as usize == policy::THREADS as usize);
         assert!((ND * A::N) % A::K == 0);
@@ -102,15 +110,15 @@ pub fn run<A: MmaAtom, const WAVES: usize, const TM: usize, const TN: usize, con
     let (sq, sk) = (p.seqlen_q as usize, p.seqlen_k as usize);
     let (dq, dv) = (p.head_dim as usize, p.head_dim_v as usize);
     let m0 = m_blk as usize * block_m;
-    let mask = Mask::from_params(p);
+    let mask = Mask::from_params(&p);
 
-    let off = |base: u64, s: &[i64; 3], head: i64| {
+    let off = move |base: u64, s: [i64; 3], head: i64| {
         (base as *const A::E).wrapping_offset((b * s[0] + head * s[2]) as isize)
     };
-    let q_base = off(p.q, &p.q_strides, h);
-    let k_base = off(p.k, &p.k_strides, g);
-    let v_base = off(p.v, &p.v_strides, g);
-    let o_base = off(p.out, &p.o_strides, h).cast_mut();
+    let q_base = off(p.q, p.q_strides, h);
+    let k_base = off(p.k, p.k_strides, g);
+    let v_base = off(p.v, p.v_strides, g);
+    let o_base = off(p.out, p.o_strides, h).cast_mut();
 
     // Shared memory: q_s [BLOCK_M, dp], kv_s [BLOCK_N, dp], p_s [BLOCK_M, pp] (a slab per wave).
     let q_s = dyn_smem().cast::<A::E>();
@@ -170,15 +178,15 @@ pub fn run<A: MmaAtom, const WAVES: usize, const TM: usize, const TN: usize, con
         let mut s = [[A::C::default(); TN]; TM];
         for kd in 0..d / A::K {
             let mut a = [A::load_a(lane, |_, _| A::E::ZERO); TM];
-            for (t, at) in a.iter_mut().enumerate() {
+            for t in 0..TM {
                 // SAFETY: rows < BLOCK_M and cols < d index inside q_s.
-                *at = A::load_a(lane, |r, c| unsafe {
+                a[t] = A::load_a(lane, move |r, c| unsafe {
                     *q_s.add((row0 + t * A::M + r) * dp + kd * A::K + c)
                 });
             }
             for tn in 0..TN {
                 // SAFETY: rows < BLOCK_N and cols < d index inside kv_s.
-                let bf = A::load_b(lane, |k, n| unsafe {
+                let bf = A::load_b(lane, move |k, n| unsafe {
                     *kv_s.add((tn * A::N + n) * dp + kd * A::K + k)
                 });
                 for t in 0..TM {
@@ -249,8 +257,9 @@ pub fn run<A: MmaAtom, const WAVES: usize, const TM: usize, const TN: usize, con
             )
         };
         // P (rounded to the input type) into this wave's slab of p_s, in the C layout.
-        for (t, st) in s.iter().enumerate() {
-            for (tn, frag) in st.iter().enumerate() {
+        for t in 0..TM {
+            for tn in 0..TN {
+                let frag = s[t][tn];
                 for v in 0..A::C_VALS {
                     let (r, c) = A::c_coord(lane, v);
                     // SAFETY: row < BLOCK_M and col < BLOCK_N <= pp index inside p_s.
@@ -266,15 +275,15 @@ pub fn run<A: MmaAtom, const WAVES: usize, const TM: usize, const TN: usize, con
         // o += P·V: [TM·M, BLOCK_N] · [BLOCK_N, D].
         for kn in 0..block_n / A::K {
             let mut a = [A::load_a(lane, |_, _| A::E::ZERO); TM];
-            for (t, at) in a.iter_mut().enumerate() {
+            for t in 0..TM {
                 // SAFETY: rows < BLOCK_M and cols < BLOCK_N index inside p_s.
-                *at = A::load_a(lane, |r, c| unsafe {
+                a[t] = A::load_a(lane, move |r, c| unsafe {
                     *p_s.add((row0 + t * A::M + r) * pp + kn * A::K + c)
                 });
             }
             for nd in 0..ND {
                 // SAFETY: rows < BLOCK_N and cols < d index inside kv_s.
-                let bf = A::load_b(lane, |k, n| unsafe {
+                let bf = A::load_b(lane, move |k, n| unsafe {
                     *kv_s.add((kn * A::K + k) * dp + nd * A::N + n)
                 });
                 for t in 0..TM {
@@ -300,7 +309,8 @@ pub fn run<A: MmaAtom, const WAVES: usize, const TM: usize, const TN: usize, con
                 f32::NEG_INFINITY
             };
         }
-        for (nd, frag) in o[t].iter().enumerate() {
+        for nd in 0..ND {
+            let frag = o[t][nd];
             for v in 0..A::C_VALS {
                 let (r, c) = A::c_coord(lane, v);
                 let i = m0 + row0 + t * A::M + r;
