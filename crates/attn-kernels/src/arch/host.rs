@@ -40,7 +40,7 @@ fn ctx() -> (&'static Block, u32) {
 /// Runs `kernel` on every block of `grid` with `threads` threads per block and `smem_bytes`
 /// bytes of dynamic shared memory, which starts filled with `0xFF` bytes (NaN poison).
 pub fn launch(grid: (u32, u32, u32), threads: u32, smem_bytes: usize, kernel: impl Fn() + Sync) {
-    assert!(threads % WAVE == 0 && threads > 0);
+    assert!(threads.is_multiple_of(WAVE) && threads > 0);
     for z in 0..grid.2 {
         for y in 0..grid.1 {
             for x in 0..grid.0 {

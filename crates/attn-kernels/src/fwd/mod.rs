@@ -94,8 +94,8 @@ pub fn run<A: MmaAtom, const WAVES: usize, const TM: usize, const TN: usize, con
     let p = *p;
     const {
         assert!(WAVES * WAVE as usize == policy::THREADS as usize);
-        assert!((ND * A::N) % A::K == 0);
-        assert!((TN * A::N) % A::K == 0);
+        assert!((ND * A::N).is_multiple_of(A::K));
+        assert!((TN * A::N).is_multiple_of(A::K));
     }
     let block_m = WAVES * TM * A::M;
     let block_n = TN * A::N;
