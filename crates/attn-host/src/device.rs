@@ -40,12 +40,16 @@ impl Device {
 
     /// CUDA device `ordinal`.
     pub fn cuda(ordinal: u32) -> Result<Self> {
-        Ok(Self::from_backend(Box::new(crate::driver::cuda::CudaDevice::new(ordinal)?)))
+        Ok(Self::from_backend(Box::new(
+            crate::driver::cuda::CudaDevice::new(ordinal)?,
+        )))
     }
 
     /// HIP device `ordinal`.
     pub fn hip(ordinal: u32) -> Result<Self> {
-        Ok(Self::from_backend(Box::new(crate::driver::hip::HipDevice::new(ordinal)?)))
+        Ok(Self::from_backend(Box::new(
+            crate::driver::hip::HipDevice::new(ordinal)?,
+        )))
     }
 
     /// The first device that works and has a matching code object: CUDA device 0, then HIP
@@ -62,7 +66,9 @@ impl Device {
                 Err(e) => why.push(format!("{}: {e}", api.name())),
             }
         }
-        Err(Error::NoDevice { reason: why.join("; ") })
+        Err(Error::NoDevice {
+            reason: why.join("; "),
+        })
     }
 
     /// What this device is.
@@ -90,7 +96,9 @@ impl Device {
                         let (major, minor) = info.compute_capability;
                         code_objects::cuda_candidates(major, minor)
                     }
-                    Api::Hip => code_objects::hip_code_object(&info.arch).into_iter().collect(),
+                    Api::Hip => code_objects::hip_code_object(&info.arch)
+                        .into_iter()
+                        .collect(),
                 };
                 let mut errors = Vec::new();
                 for c in &candidates {
@@ -102,7 +110,11 @@ impl Device {
                 Err(Error::unsupported(if candidates.is_empty() {
                     format!("no embedded code object for {} ({})", info.arch, info.name)
                 } else {
-                    format!("no embedded code object loads on {}: {}", info.arch, errors.join("; "))
+                    format!(
+                        "no embedded code object loads on {}: {}",
+                        info.arch,
+                        errors.join("; ")
+                    )
                 }))
             })
             .as_ref()
@@ -111,7 +123,11 @@ impl Device {
 
     /// The kernel `id` of this device's code object (looked up once).
     pub(crate) fn function(&self, id: KernelId, shared_bytes: u32) -> Result<FunctionHandle> {
-        let mut fns = self.inner.functions.lock().unwrap_or_else(|e| e.into_inner());
+        let mut fns = self
+            .inner
+            .functions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         if let Some(&f) = fns.get(&id) {
             return Ok(f);
         }
@@ -141,18 +157,27 @@ impl Device {
         let f = self.function(id, shared_bytes)?;
         // SAFETY: forwarded from the caller.
         unsafe {
-            self.backend().launch(f, grid, [threads, 1, 1], shared_bytes, stream.handle, args)
+            self.backend()
+                .launch(f, grid, [threads, 1, 1], shared_bytes, stream.handle, args)
         }
     }
 
     /// The runtime's default stream.
     pub fn default_stream(&self) -> Stream {
-        Stream { device: self.clone(), handle: 0, owned: false }
+        Stream {
+            device: self.clone(),
+            handle: 0,
+            owned: false,
+        }
     }
 
     /// A new non-blocking stream.
     pub fn new_stream(&self) -> Result<Stream> {
-        Ok(Stream { device: self.clone(), handle: self.backend().stream_create()?, owned: true })
+        Ok(Stream {
+            device: self.clone(),
+            handle: self.backend().stream_create()?,
+            owned: true,
+        })
     }
 
     /// Wraps a stream created by the caller's own runtime code (e.g. a `CUstream`).
@@ -160,16 +185,25 @@ impl Device {
     /// # Safety
     /// `handle` must be a live stream of this device's context and outlive the returned value.
     pub unsafe fn stream_from_raw(&self, handle: StreamHandle) -> Stream {
-        Stream { device: self.clone(), handle, owned: false }
+        Stream {
+            device: self.clone(),
+            handle,
+            owned: false,
+        }
     }
 
     /// Allocates `len` elements of device memory (contents unspecified).
     pub fn alloc<T: bytemuck::Pod>(&self, len: usize) -> Result<DeviceBuffer<T>> {
-        let bytes = len.checked_mul(size_of::<T>()).ok_or_else(|| {
-            Error::invalid("len", "a size that fits in memory", len)
-        })?;
+        let bytes = len
+            .checked_mul(size_of::<T>())
+            .ok_or_else(|| Error::invalid("len", "a size that fits in memory", len))?;
         let ptr = self.backend().malloc(bytes)?;
-        Ok(DeviceBuffer { device: self.clone(), ptr, len, _t: PhantomData })
+        Ok(DeviceBuffer {
+            device: self.clone(),
+            ptr,
+            len,
+            _t: PhantomData,
+        })
     }
 
     /// Allocates and copies `data` to the device.
@@ -177,7 +211,8 @@ impl Device {
         let buf = self.alloc::<T>(data.len())?;
         // SAFETY: `buf` is a fresh allocation of exactly `size_of_val(data)` bytes.
         unsafe {
-            self.backend().htod(buf.ptr, data.as_ptr().cast(), size_of_val(data), 0)?;
+            self.backend()
+                .htod(buf.ptr, data.as_ptr().cast(), size_of_val(data), 0)?;
         }
         Ok(buf)
     }
@@ -257,14 +292,26 @@ impl<T: bytemuck::Pod> DeviceBuffer<T> {
         let mut v = vec![T::zeroed(); self.len];
         // SAFETY: `v` holds exactly the buffer's bytes; the buffer is live.
         unsafe {
-            self.device.backend().dtoh(v.as_mut_ptr().cast(), self.ptr, size_of_val(&v[..]), stream.raw())?;
+            self.device.backend().dtoh(
+                v.as_mut_ptr().cast(),
+                self.ptr,
+                size_of_val(&v[..]),
+                stream.raw(),
+            )?;
         }
         Ok(v)
     }
     /// Fills every byte with `value` (asynchronous on `stream`), e.g. to poison outputs.
     pub fn fill_bytes(&mut self, value: u8, stream: &Stream) -> Result<()> {
         // SAFETY: the range is exactly this live buffer.
-        unsafe { self.device.backend().memset_d8(self.ptr, value, self.len * size_of::<T>(), stream.raw()) }
+        unsafe {
+            self.device.backend().memset_d8(
+                self.ptr,
+                value,
+                self.len * size_of::<T>(),
+                stream.raw(),
+            )
+        }
     }
 }
 

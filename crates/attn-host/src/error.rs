@@ -48,13 +48,23 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     /// Shorthand for [`Error::InvalidArgument`].
-    pub fn invalid(what: impl Into<String>, expected: impl Into<String>, got: impl fmt::Display) -> Self {
-        Error::InvalidArgument { what: what.into(), expected: expected.into(), got: got.to_string() }
+    pub fn invalid(
+        what: impl Into<String>,
+        expected: impl Into<String>,
+        got: impl fmt::Display,
+    ) -> Self {
+        Error::InvalidArgument {
+            what: what.into(),
+            expected: expected.into(),
+            got: got.to_string(),
+        }
     }
 
     /// Shorthand for [`Error::Unsupported`].
     pub fn unsupported(reason: impl Into<String>) -> Self {
-        Error::Unsupported { reason: reason.into() }
+        Error::Unsupported {
+            reason: reason.into(),
+        }
     }
 }
 
@@ -62,14 +72,30 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::LibraryNotFound { api, tried } => {
-                write!(f, "{api} runtime library not found (tried: {})", tried.join(", "))
+                write!(
+                    f,
+                    "{api} runtime library not found (tried: {})",
+                    tried.join(", ")
+                )
             }
-            Error::Driver { api, call, code, name } => {
+            Error::Driver {
+                api,
+                call,
+                code,
+                name,
+            } => {
                 write!(f, "{api} call {call} failed with {code} ({name})")
             }
             Error::NoDevice { reason } => write!(f, "no usable GPU: {reason}"),
-            Error::InvalidArgument { what, expected, got } => {
-                write!(f, "invalid argument `{what}`: expected {expected}, got {got}")
+            Error::InvalidArgument {
+                what,
+                expected,
+                got,
+            } => {
+                write!(
+                    f,
+                    "invalid argument `{what}`: expected {expected}, got {got}"
+                )
             }
             Error::Unsupported { reason } => write!(f, "unsupported: {reason}"),
         }

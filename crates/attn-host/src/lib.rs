@@ -1,1 +1,45 @@
-//! attn-host (in progress).
+//! Host side of the attention kernels: devices, memory, streams and the forward call, for CUDA
+//! and HIP GPUs, on stable Rust with no GPU toolkit at build time.
+//!
+//! | concept | type |
+//! |---|---|
+//! | a GPU (CUDA or HIP, chosen at run time) | [`Device`] (`Device::best()`) |
+//! | ordered work | [`Stream`] |
+//! | memory this crate owns | [`DeviceBuffer`] |
+//! | memory the caller owns | [`TensorRef`], [`LseRef`] (raw device addresses + shape + strides) |
+//! | the forward pass | [`Forward`] (builder; [`Forward::plan`] validates, `launch` runs) |
+//! | errors | [`Error`]: `LibraryNotFound`, `Driver`, `NoDevice`, `InvalidArgument`, `Unsupported` |
+//!
+//! The kernels are prebuilt by `cargo xtask build-kernels` and embedded; the runtime libraries
+//! (`libcuda`, `libamdhip64`) are opened when a device is first asked for, and their absence is
+//! an error, never a panic.
+//!
+//! ```no_run
+//! use attn_host::{Device, FwdOptions, Mask, Align, forward};
+//! # fn main() -> attn_host::Result<()> {
+//! let dev = Device::best()?;
+//! let stream = dev.default_stream();
+//! let (b, s, h, d) = (2, 1024, 16, 128);
+//! let data: Vec<half::bf16> = (0..b * s * h * d).map(|i| half::bf16::from_f32((i % 7) as f32 * 0.1)).collect();
+//! let q = dev.clone_htod(&data)?;
+//! let k = dev.clone_htod(&data)?;
+//! let v = dev.clone_htod(&data)?;
+//! let shape = [b, s, h, d];
+//! let opts = FwdOptions { mask: Mask::Causal(Align::BottomRight), ..Default::default() };
+//! let (out, lse) = forward(&stream, (&q, shape), (&k, shape), (&v, shape), &opts)?;
+//! let out = out.to_host(&stream)?;
+//! # Ok(()) }
+//! ```
+pub mod code_objects;
+pub mod device;
+pub mod driver;
+pub mod error;
+pub mod ops;
+
+pub use attn_abi::{DType, KernelId};
+pub use device::{Device, DeviceBuffer, Stream};
+pub use driver::{Api, DeviceInfo};
+pub use error::{Error, Result};
+pub use ops::{
+    Align, Forward, FwdOptions, HostElement, LseRef, Mask, Plan, TensorRef, abi_echo, forward,
+};

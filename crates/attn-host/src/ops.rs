@@ -120,12 +120,27 @@ pub struct Forward {
     mask: Mask,
 }
 
-fn check_extent(what: &str, ptr: u64, len: usize, esize: usize, shape: &[usize], strides: &[i64]) -> Result<()> {
+fn check_extent(
+    what: &str,
+    ptr: u64,
+    len: usize,
+    esize: usize,
+    shape: &[usize],
+    strides: &[i64],
+) -> Result<()> {
     if ptr == 0 {
-        return Err(Error::invalid(format!("{what}.ptr"), "a non-null device address", "null"));
+        return Err(Error::invalid(
+            format!("{what}.ptr"),
+            "a non-null device address",
+            "null",
+        ));
     }
-    if ptr % esize as u64 != 0 {
-        return Err(Error::invalid(format!("{what}.ptr"), format!("{esize}-byte alignment"), format!("{ptr:#x}")));
+    if !ptr.is_multiple_of(esize as u64) {
+        return Err(Error::invalid(
+            format!("{what}.ptr"),
+            format!("{esize}-byte alignment"),
+            format!("{ptr:#x}"),
+        ));
     }
     if shape.contains(&0) {
         return Ok(());
@@ -133,7 +148,11 @@ fn check_extent(what: &str, ptr: u64, len: usize, esize: usize, shape: &[usize],
     let mut last: i128 = 0;
     for (d, (&n, &s)) in shape.iter().zip(strides).enumerate() {
         if s < 0 {
-            return Err(Error::invalid(format!("{what}.strides[{d}]"), "a non-negative stride", s));
+            return Err(Error::invalid(
+                format!("{what}.strides[{d}]"),
+                "a non-negative stride",
+                s,
+            ));
         }
         last += (n as i128 - 1) * s as i128;
     }
@@ -145,7 +164,11 @@ fn check_extent(what: &str, ptr: u64, len: usize, esize: usize, shape: &[usize],
         ));
     }
     if last > i64::MAX as i128 / 8 {
-        return Err(Error::invalid(format!("{what}.strides"), "offsets that fit in i64", "larger"));
+        return Err(Error::invalid(
+            format!("{what}.strides"),
+            "offsets that fit in i64",
+            "larger",
+        ));
     }
     Ok(())
 }
@@ -154,7 +177,11 @@ fn check_extent(what: &str, ptr: u64, len: usize, esize: usize, shape: &[usize],
 fn check_no_broadcast(what: &str, shape: &[usize], strides: &[i64]) -> Result<()> {
     for (d, (&n, &s)) in shape.iter().zip(strides).enumerate() {
         if s == 0 && n > 1 {
-            return Err(Error::invalid(format!("{what}.strides[{d}]"), "non-zero (outputs cannot broadcast)", 0));
+            return Err(Error::invalid(
+                format!("{what}.strides[{d}]"),
+                "non-zero (outputs cannot broadcast)",
+                0,
+            ));
         }
     }
     Ok(())
@@ -169,7 +196,15 @@ impl Forward {
     /// A forward call on `q [B,Sq,Hq,D]`, `k [B,Sk,Hk,D]`, `v [B,Sk,Hk,Dv]` into `out [B,Sq,Hq,Dv]`,
     /// with no mask, the default scale `1/sqrt(D)` and no `lse`.
     pub fn new(q: TensorRef, k: TensorRef, v: TensorRef, out: TensorRef) -> Self {
-        Forward { q, k, v, out, lse: None, scale: None, mask: Mask::None }
+        Forward {
+            q,
+            k,
+            v,
+            out,
+            lse: None,
+            scale: None,
+            mask: Mask::None,
+        }
     }
     /// Also write the log-sum-exp.
     pub fn lse(mut self, lse: LseRef) -> Self {
@@ -193,12 +228,20 @@ impl Forward {
         let dtype = q.dtype;
         for (name, t) in [("k", k), ("v", v), ("out", o)] {
             if t.dtype != dtype {
-                return Err(Error::invalid(format!("{name}.dtype"), format!("{dtype:?} (q's dtype)"), format!("{:?}", t.dtype)));
+                return Err(Error::invalid(
+                    format!("{name}.dtype"),
+                    format!("{dtype:?} (q's dtype)"),
+                    format!("{:?}", t.dtype),
+                ));
             }
         }
         for (name, t) in [("q", q), ("k", k), ("v", v), ("out", o)] {
             if t.strides[3] != 1 {
-                return Err(Error::invalid(format!("{name}.strides[3]"), "1 (contiguous head dim)", t.strides[3]));
+                return Err(Error::invalid(
+                    format!("{name}.strides[3]"),
+                    "1 (contiguous head dim)",
+                    t.strides[3],
+                ));
             }
         }
         let [b, sq, hq, d] = q.shape;
@@ -208,22 +251,32 @@ impl Forward {
             if t.shape == want {
                 Ok(())
             } else {
-                Err(Error::invalid(format!("{name}.shape"), format!("{want:?}"), format!("{:?}", t.shape)))
+                Err(Error::invalid(
+                    format!("{name}.shape"),
+                    format!("{want:?}"),
+                    format!("{:?}", t.shape),
+                ))
             }
         };
         expect("k", k, [b, sk, hk, d])?;
         expect("v", v, [b, sk, hk, dv])?;
         expect("out", o, [b, sq, hq, dv])?;
         if hk == 0 || hq % hk != 0 {
-            return Err(Error::invalid("k.shape[2]", format!("a divisor of Hq = {hq}"), hk));
+            return Err(Error::invalid(
+                "k.shape[2]",
+                format!("a divisor of Hq = {hq}"),
+                hk,
+            ));
         }
         let (step, name) = match dtype {
             DType::F32 => (4, "a multiple of 4 in 4..=256 for f32"),
             _ => (8, "a multiple of 8 in 8..=256 for f16/bf16"),
         };
         for (what, x) in [("head_dim (D)", d), ("head_dim_v (Dv)", dv)] {
-            if x == 0 || x % step != 0 || x > 256 {
-                return Err(Error::unsupported(format!("{what} = {x}: supported is {name}")));
+            if x == 0 || !x.is_multiple_of(step) || x > 256 {
+                return Err(Error::unsupported(format!(
+                    "{what} = {x}: supported is {name}"
+                )));
             }
         }
         for (what, x) in [("seq_q", sq), ("seq_k", sk)] {
@@ -232,7 +285,9 @@ impl Forward {
             }
         }
         if b > 65_535 || hq > 65_535 {
-            return Err(Error::unsupported(format!("batch {b} or heads {hq} above 65535 (grid limit)")));
+            return Err(Error::unsupported(format!(
+                "batch {b} or heads {hq} above 65535 (grid limit)"
+            )));
         }
         let es = dtype.size();
         check_extent("q", q.ptr, q.len, es, &q.shape, &q.strides)?;
@@ -243,7 +298,11 @@ impl Forward {
         let mut lse_strides = [0i64; 2];
         if let Some(l) = &self.lse {
             if l.shape != [b, hq, sq] {
-                return Err(Error::invalid("lse.shape", format!("{:?}", [b, hq, sq]), format!("{:?}", l.shape)));
+                return Err(Error::invalid(
+                    "lse.shape",
+                    format!("{:?}", [b, hq, sq]),
+                    format!("{:?}", l.shape),
+                ));
             }
             if l.strides[2] != 1 {
                 return Err(Error::invalid("lse.strides[2]", "1", l.strides[2]));
@@ -272,7 +331,8 @@ impl Forward {
                 side("mask.right", right)?,
             ),
         };
-        let bucket = head_dim_bucket(d.max(dv)).ok_or_else(|| Error::unsupported("head dim above 256"))?;
+        let bucket =
+            head_dim_bucket(d.max(dv)).ok_or_else(|| Error::unsupported("head dim above 256"))?;
         let tile = policy::fma_tile(dtype, bucket as usize);
         let block_m = policy::block_m(tile);
         let params = FwdParams {
@@ -299,9 +359,13 @@ impl Forward {
             mask_flags: flags,
             _pad: 0,
         };
-        let grid = (b > 0 && sq > 0 && hq > 0).then(|| [sq.div_ceil(block_m) as u32, hq as u32, b as u32]);
+        let grid =
+            (b > 0 && sq > 0 && hq > 0).then(|| [sq.div_ceil(block_m) as u32, hq as u32, b as u32]);
         Ok(Plan {
-            kernel: KernelId::Fwd { dtype, head_dim: bucket },
+            kernel: KernelId::Fwd {
+                dtype,
+                head_dim: bucket,
+            },
             params,
             grid,
             threads: policy::THREADS,
@@ -320,7 +384,16 @@ impl Forward {
         let args = KernArgs::new(&plan.params);
         // SAFETY: the plan checked every extent against `len`; the caller vouches that the
         // addresses are valid device memory (this function's contract).
-        unsafe { stream.device().launch(plan.kernel, grid, plan.threads, plan.shared_bytes, stream, &args) }
+        unsafe {
+            stream.device().launch(
+                plan.kernel,
+                grid,
+                plan.threads,
+                plan.shared_bytes,
+                stream,
+                &args,
+            )
+        }
     }
 }
 
@@ -356,7 +429,10 @@ impl HostElement for f32 {
 }
 
 fn tensor_ref<T: HostElement>(buf: &DeviceBuffer<T>, shape: [usize; 4]) -> TensorRef {
-    TensorRef { len: buf.len(), ..TensorRef::contiguous(buf.ptr(), T::DTYPE, shape) }
+    TensorRef {
+        len: buf.len(),
+        ..TensorRef::contiguous(buf.ptr(), T::DTYPE, shape)
+    }
 }
 
 /// Convenience forward on owned, contiguous BMHK buffers; allocates and returns `out`
@@ -379,7 +455,10 @@ pub fn forward<T: HostElement>(
         tensor_ref(v.0, v.1),
         tensor_ref(&out, [b, sq, hq, dv]),
     )
-    .lse(LseRef { len: lse.len(), ..LseRef::contiguous(lse.ptr(), [b, hq, sq]) })
+    .lse(LseRef {
+        len: lse.len(),
+        ..LseRef::contiguous(lse.ptr(), [b, hq, sq])
+    })
     .mask(opts.mask);
     if let Some(s) = opts.scale {
         call = call.scale(s);
@@ -388,6 +467,25 @@ pub fn forward<T: HostElement>(
     // plan checks against its shape; `out` and `lse` are fresh.
     unsafe { call.launch(stream)? };
     Ok((out, lse))
+}
+
+/// Sends `payload` through the `attn_abi_echo` kernel and returns the argument image the GPU
+/// received, so callers can check that host and kernel agree on the parameter layout.
+pub fn abi_echo(stream: &Stream, payload: &FwdParams) -> Result<KernArgs> {
+    let dev = stream.device();
+    let out = dev.alloc::<u64>(attn_abi::KERNARG_WORDS)?;
+    let args = KernArgs::new(&attn_abi::EchoParams {
+        out: out.ptr(),
+        payload: *payload,
+    });
+    // SAFETY: the echo kernel only writes KERNARG_WORDS u64 to `out`, which we own; the
+    // payload's addresses are never dereferenced.
+    unsafe { dev.launch(KernelId::AbiEcho, [1, 1, 1], 32, 0, stream, &args)? };
+    stream.synchronize()?;
+    let words = out.to_host(stream)?;
+    let mut image = [0u64; attn_abi::KERNARG_WORDS];
+    image.copy_from_slice(&words);
+    Ok(KernArgs(image))
 }
 
 #[cfg(test)]
@@ -423,13 +521,26 @@ mod tests {
     }
 
     fn unsupported(f: &Forward) {
-        assert!(matches!(f.plan(), Err(Error::Unsupported { .. })), "{:?}", f.plan());
+        assert!(
+            matches!(f.plan(), Err(Error::Unsupported { .. })),
+            "{:?}",
+            f.plan()
+        );
     }
 
     #[test]
     fn a_valid_call_plans_the_right_kernel_and_grid() {
-        let p = good(DType::Bf16).mask(Mask::Causal(Align::BottomRight)).plan().unwrap();
-        assert_eq!(p.kernel, KernelId::Fwd { dtype: DType::Bf16, head_dim: 64 });
+        let p = good(DType::Bf16)
+            .mask(Mask::Causal(Align::BottomRight))
+            .plan()
+            .unwrap();
+        assert_eq!(
+            p.kernel,
+            KernelId::Fwd {
+                dtype: DType::Bf16,
+                head_dim: 64
+            }
+        );
         let bm = policy::block_m(policy::fma_tile(DType::Bf16, 64));
         assert_eq!(p.grid, Some([SQ.div_ceil(bm) as u32, HQ as u32, B as u32]));
         assert_eq!(p.params.mask_flags, MASK_WINDOW | MASK_BOTTOM_RIGHT);
@@ -476,7 +587,13 @@ mod tests {
             t(0x300000, DType::F16, [1, 5, 2, 96]),
         );
         let p = f.plan().unwrap();
-        assert_eq!(p.kernel, KernelId::Fwd { dtype: DType::F16, head_dim: 128 });
+        assert_eq!(
+            p.kernel,
+            KernelId::Fwd {
+                dtype: DType::F16,
+                head_dim: 128
+            }
+        );
         assert_eq!((p.params.head_dim, p.params.head_dim_v), (32, 96));
     }
 
@@ -535,9 +652,16 @@ mod tests {
         assert_eq!(invalid_what(&good(DType::F16).lse(l)), "lse.ptr");
 
         assert_eq!(invalid_what(&good(DType::F16).scale(f32::NAN)), "scale");
-        assert_eq!(invalid_what(&good(DType::F16).scale(f32::INFINITY)), "scale");
+        assert_eq!(
+            invalid_what(&good(DType::F16).scale(f32::INFINITY)),
+            "scale"
+        );
 
-        let w = Mask::Window { left: Some(u32::MAX), right: Some(0), align: Align::TopLeft };
+        let w = Mask::Window {
+            left: Some(u32::MAX),
+            right: Some(0),
+            align: Align::TopLeft,
+        };
         assert_eq!(invalid_what(&good(DType::F16).mask(w)), "mask.left");
     }
 
@@ -547,7 +671,10 @@ mod tests {
         let mut f = good(DType::F32);
         f.q.strides = [(HQ * SQ * D) as i64, D as i64, (SQ * D) as i64, 1];
         let p = f.plan().unwrap();
-        assert_eq!(p.params.q_strides, [(HQ * SQ * D) as i64, D as i64, (SQ * D) as i64]);
+        assert_eq!(
+            p.params.q_strides,
+            [(HQ * SQ * D) as i64, D as i64, (SQ * D) as i64]
+        );
         // Broadcast (zero-stride) inputs are fine.
         let mut f = good(DType::F32);
         f.k.strides[0] = 0;

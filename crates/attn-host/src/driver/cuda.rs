@@ -20,7 +20,10 @@ fn drv(call: &'static str) -> impl FnOnce(DriverError) -> Error {
         api: "CUDA",
         call,
         code: e.0 as i32,
-        name: e.error_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(),
+        name: e
+            .error_name()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default(),
     }
 }
 
@@ -67,7 +70,8 @@ impl CudaDevice {
         }
         let dev = cu::device::get(ordinal as i32).map_err(drv("cuDeviceGet"))?;
         // SAFETY: `dev` is a valid device handle from cuDeviceGet.
-        let ctx = unsafe { cu::primary_ctx::retain(dev) }.map_err(drv("cuDevicePrimaryCtxRetain"))?;
+        let ctx =
+            unsafe { cu::primary_ctx::retain(dev) }.map_err(drv("cuDevicePrimaryCtxRetain"))?;
         let attr = |a| {
             // SAFETY: `dev` is valid and `a` is a defined attribute.
             unsafe { cu::device::get_attribute(dev, a) }.map_err(drv("cuDeviceGetAttribute"))
@@ -122,29 +126,49 @@ impl Backend for CudaDevice {
         unsafe { cu::free_sync(ptr) }.map_err(drv("cuMemFree"))
     }
 
-    unsafe fn htod(&self, dst: Ptr, src: *const u8, bytes: usize, stream: StreamHandle) -> Result<()> {
+    unsafe fn htod(
+        &self,
+        dst: Ptr,
+        src: *const u8,
+        bytes: usize,
+        stream: StreamHandle,
+    ) -> Result<()> {
         self.bind()?;
         // SAFETY: the caller guarantees `src` is readable and `dst` writable for `bytes`; we wait
         // for the copy before returning, so `src` outlives it.
         unsafe {
             let host = std::slice::from_raw_parts(src, bytes);
-            cu::memcpy_htod_async(dst, host, stream as sys::CUstream).map_err(drv("cuMemcpyHtoDAsync"))?;
+            cu::memcpy_htod_async(dst, host, stream as sys::CUstream)
+                .map_err(drv("cuMemcpyHtoDAsync"))?;
             cu::stream::synchronize(stream as sys::CUstream).map_err(drv("cuStreamSynchronize"))
         }
     }
 
-    unsafe fn dtoh(&self, dst: *mut u8, src: Ptr, bytes: usize, stream: StreamHandle) -> Result<()> {
+    unsafe fn dtoh(
+        &self,
+        dst: *mut u8,
+        src: Ptr,
+        bytes: usize,
+        stream: StreamHandle,
+    ) -> Result<()> {
         self.bind()?;
         // SAFETY: the caller guarantees `dst` is writable and `src` readable for `bytes`; we wait
         // for the copy before returning.
         unsafe {
             let host = std::slice::from_raw_parts_mut(dst, bytes);
-            cu::memcpy_dtoh_async(host, src, stream as sys::CUstream).map_err(drv("cuMemcpyDtoHAsync"))?;
+            cu::memcpy_dtoh_async(host, src, stream as sys::CUstream)
+                .map_err(drv("cuMemcpyDtoHAsync"))?;
             cu::stream::synchronize(stream as sys::CUstream).map_err(drv("cuStreamSynchronize"))
         }
     }
 
-    unsafe fn memset_d8(&self, dst: Ptr, value: u8, bytes: usize, stream: StreamHandle) -> Result<()> {
+    unsafe fn memset_d8(
+        &self,
+        dst: Ptr,
+        value: u8,
+        bytes: usize,
+        stream: StreamHandle,
+    ) -> Result<()> {
         self.bind()?;
         // SAFETY: the caller guarantees `dst` is writable for `bytes`.
         unsafe { cu::memset_d8_async(dst, value, bytes, stream as sys::CUstream) }
@@ -170,7 +194,8 @@ impl Backend for CudaDevice {
 
     fn get_function(&self, module: ModuleHandle, name: &str) -> Result<FunctionHandle> {
         self.bind()?;
-        let cname = CString::new(name).map_err(|_| Error::invalid("kernel name", "no NUL", name))?;
+        let cname =
+            CString::new(name).map_err(|_| Error::invalid("kernel name", "no NUL", name))?;
         // SAFETY: `module` is a loaded module of this context.
         let f = unsafe { cu::module::get_function(module as sys::CUmodule, cname) }
             .map_err(drv("cuModuleGetFunction"))?;
@@ -221,7 +246,8 @@ impl Backend for CudaDevice {
 
     fn stream_create(&self) -> Result<StreamHandle> {
         self.bind()?;
-        let s = cu::stream::create(cu::stream::StreamKind::NonBlocking).map_err(drv("cuStreamCreate"))?;
+        let s = cu::stream::create(cu::stream::StreamKind::NonBlocking)
+            .map_err(drv("cuStreamCreate"))?;
         Ok(s as StreamHandle)
     }
 
@@ -234,12 +260,14 @@ impl Backend for CudaDevice {
     fn stream_synchronize(&self, stream: StreamHandle) -> Result<()> {
         self.bind()?;
         // SAFETY: `stream` is 0 or a stream of this context.
-        unsafe { cu::stream::synchronize(stream as sys::CUstream) }.map_err(drv("cuStreamSynchronize"))
+        unsafe { cu::stream::synchronize(stream as sys::CUstream) }
+            .map_err(drv("cuStreamSynchronize"))
     }
 
     fn event_create(&self) -> Result<EventHandle> {
         self.bind()?;
-        let e = cu::event::create(sys::CUevent_flags::CU_EVENT_DEFAULT).map_err(drv("cuEventCreate"))?;
+        let e = cu::event::create(sys::CUevent_flags::CU_EVENT_DEFAULT)
+            .map_err(drv("cuEventCreate"))?;
         Ok(e as EventHandle)
     }
 
@@ -255,7 +283,8 @@ impl Backend for CudaDevice {
         // SAFETY: both events belong to this context and were recorded.
         unsafe {
             cu::event::synchronize(end as sys::CUevent).map_err(drv("cuEventSynchronize"))?;
-            cu::event::elapsed(start as sys::CUevent, end as sys::CUevent).map_err(drv("cuEventElapsedTime"))
+            cu::event::elapsed(start as sys::CUevent, end as sys::CUevent)
+                .map_err(drv("cuEventElapsedTime"))
         }
     }
 

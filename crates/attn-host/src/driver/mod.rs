@@ -81,17 +81,30 @@ pub trait Backend: Send + Sync {
     ///
     /// # Safety
     /// `src` is readable for `bytes`; `dst` is device memory writable for `bytes`.
-    unsafe fn htod(&self, dst: Ptr, src: *const u8, bytes: usize, stream: StreamHandle) -> Result<()>;
+    unsafe fn htod(
+        &self,
+        dst: Ptr,
+        src: *const u8,
+        bytes: usize,
+        stream: StreamHandle,
+    ) -> Result<()>;
     /// Copies `bytes` from device `src` to host `dst`, ordered on `stream`, and waits for it.
     ///
     /// # Safety
     /// `dst` is writable for `bytes`; `src` is device memory readable for `bytes`.
-    unsafe fn dtoh(&self, dst: *mut u8, src: Ptr, bytes: usize, stream: StreamHandle) -> Result<()>;
+    unsafe fn dtoh(&self, dst: *mut u8, src: Ptr, bytes: usize, stream: StreamHandle)
+    -> Result<()>;
     /// Fills `bytes` of device memory with `value`, ordered on `stream` (asynchronous).
     ///
     /// # Safety
     /// `dst` is device memory writable for `bytes`.
-    unsafe fn memset_d8(&self, dst: Ptr, value: u8, bytes: usize, stream: StreamHandle) -> Result<()>;
+    unsafe fn memset_d8(
+        &self,
+        dst: Ptr,
+        value: u8,
+        bytes: usize,
+        stream: StreamHandle,
+    ) -> Result<()>;
     /// Loads a code object: a cubin or NUL-terminated PTX (CUDA) or an AMDGPU ELF (HIP).
     fn load_module(&self, image: &[u8]) -> Result<ModuleHandle>;
     /// Looks up a kernel by symbol name.

@@ -1,0 +1,161 @@
+//! `attn check`: random forward cases against the CPU reference, as a pass/fail table.
+use attn_host::Result;
+use attn_ref::{Align, Dtype, Inputs, Mask, Problem, SplitMix64};
+use attn_tests::{FwdCase, Layout, run_fwd};
+use comfy_table::Table;
+
+#[derive(clap::Args, Default)]
+pub(crate) struct Args {
+    /// Random cases per (dtype, head dim) pair.
+    #[arg(long, default_value_t = 4)]
+    cases: usize,
+    /// Seed of the case generator (inputs are fresh per case).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Run on the CPU even if a GPU works.
+    #[arg(long)]
+    cpu: bool,
+}
+
+fn mask_name(m: &Mask) -> String {
+    match m {
+        Mask::None => "none".into(),
+        Mask::Causal {
+            align: Align::TopLeft,
+        } => "causal-tl".into(),
+        Mask::Causal {
+            align: Align::BottomRight,
+        } => "causal-br".into(),
+        Mask::Window { left, right, align } => format!(
+            "win({},{}){}",
+            left.map_or("-".into(), |x| x.to_string()),
+            right.map_or("-".into(), |x| x.to_string()),
+            if *align == Align::TopLeft { "tl" } else { "br" }
+        ),
+    }
+}
+
+/// A random problem: ragged lengths, GQA ratio, one of the masks.
+fn random_problem(rng: &mut SplitMix64, dtype: Dtype, d: usize) -> Problem {
+    let pick = |rng: &mut SplitMix64, xs: &[usize]| xs[(rng.next_u64() % xs.len() as u64) as usize];
+    let sq = pick(rng, &[1, 3, 17, 55, 100, 257, 1000]);
+    let sk = pick(rng, &[1, 7, 33, 100, 129, 640, 1000]);
+    let hk = pick(rng, &[1, 2]);
+    let hq = hk * pick(rng, &[1, 2, 3]);
+    let b = pick(rng, &[1, 2]);
+    let masks = [
+        Mask::None,
+        Mask::Causal {
+            align: Align::TopLeft,
+        },
+        Mask::Causal {
+            align: Align::BottomRight,
+        },
+        Mask::Window {
+            left: Some(pick(rng, &[0, 16, 100])),
+            right: Some(pick(rng, &[0, 8])),
+            align: Align::BottomRight,
+        },
+    ];
+    let mask = masks[(rng.next_u64() % 4) as usize];
+    Problem::new(dtype, b, sq, sk, hq, hk, d, d).with_mask(mask)
+}
+
+pub(crate) fn run(a: &Args) -> Result<bool> {
+    let dev = if a.cpu { None } else { crate::best_device() };
+    let seed = a.seed.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64)
+    });
+    println!("case seed {seed}");
+    let mut rng = SplitMix64(seed);
+    let mut table = Table::new();
+    table.set_header([
+        "dtype",
+        "D",
+        "mask",
+        "B",
+        "Hq/Hk",
+        "Sq",
+        "Sk",
+        "layout",
+        "max|out err|",
+        "max|lse err|",
+        "result",
+    ]);
+    let (mut pass, mut total) = (0, 0);
+    if dev.is_none() {
+        println!(
+            "running the CPU reference instead: its blocked low-precision path (tiles 32x32) against its f64 truth"
+        );
+    }
+    for dtype in [Dtype::F16, Dtype::Bf16, Dtype::F32] {
+        for d in [64, 128] {
+            for n in 0..a.cases {
+                let mut p = random_problem(&mut rng, dtype, d);
+                if dev.is_none() {
+                    p.seqlen_q = p.seqlen_q.min(257);
+                    p.seqlen_k = p.seqlen_k.min(257);
+                }
+                let layout = if n % 2 == 0 {
+                    Layout::Bmhk
+                } else {
+                    Layout::Bhmk
+                };
+                let case = FwdCase {
+                    problem: p.clone(),
+                    layout,
+                };
+                let outcome = match &dev {
+                    Some(dev) => run_fwd(dev, &case, rng.next_u64()),
+                    None => cpu_case(&p, rng.next_u64()),
+                };
+                total += 1;
+                let (oe, le, ok) = match &outcome {
+                    Ok(o) => (
+                        format!("{:.2e}", o.out.max_abs_err),
+                        format!("{:.2e}", o.lse.max_abs_err),
+                        o.passed(),
+                    ),
+                    Err(e) => (format!("error: {e}"), String::new(), false),
+                };
+                if ok {
+                    pass += 1;
+                } else if let Ok(o) = &outcome {
+                    eprintln!("FAILED {p:?}\n{}\n{}", o.out, o.lse);
+                }
+                table.add_row([
+                    format!("{dtype:?}"),
+                    d.to_string(),
+                    mask_name(&p.mask),
+                    p.batch.to_string(),
+                    format!("{}/{}", p.heads_q, p.heads_k),
+                    p.seqlen_q.to_string(),
+                    p.seqlen_k.to_string(),
+                    format!("{layout:?}"),
+                    oe,
+                    le,
+                    if ok { "pass" } else { "FAIL" }.to_string(),
+                ]);
+            }
+        }
+    }
+    println!("{table}");
+    println!("{pass} passed, {} failed", total - pass);
+    Ok(pass == total)
+}
+
+/// The CPU fallback: the reference's blocked path against its truth, under the pass rule with
+/// a second blocking as the noise baseline.
+fn cpu_case(p: &Problem, seed: u64) -> Result<attn_tests::FwdOutcome, String> {
+    let x = Inputs::random(p, seed, 1.0);
+    let e = |e: attn_ref::Error| e.to_string();
+    let truth = attn_ref::forward(p, &x).map_err(e)?;
+    let got = attn_ref::forward_blocked(p, &x, 32, 32).map_err(e)?;
+    let base = attn_ref::forward_blocked(p, &x, 64, 16).map_err(e)?;
+    Ok(attn_tests::FwdOutcome {
+        out: attn_ref::check(&got.out, &truth.out, &base.out).named("out"),
+        lse: attn_ref::check_lse(&got.lse, &truth.lse, &base.lse).named("lse"),
+    })
+}

@@ -1,0 +1,183 @@
+//! The low-precision blocked forward: the kernel's algorithm and rounding, tile by tile.
+//!
+//! Per `(sequence, head)`, for each tile of `block_m` query rows and each tile of `block_n` keys:
+//!
+//! ```text
+//! x_ij  = s_ij * (scale * log2 e)                 f32, s_ij = dot(q_i, k_j) accumulated in f32
+//!       (softcap: x_ij = cap * tanh(s_ij * scale / cap) * log2 e)
+//!       + bias_ij * log2 e - slope * log2 e * |i + off - j|,   -inf where masked
+//! m_new = max(m, max_j x_ij)                      (0 is used in place of -inf: no NaN from -inf - -inf)
+//! P_ij  = exp2(x_ij - m_new)                      f32
+//! l     = l * exp2(m - m_new) + sum_j P_ij        (before dropout: lse is independent of it)
+//! acc   = acc * exp2(m - m_new) + sum_j round_dtype(P_ij) * keep_ij * v_j     f32
+//! O_i   = round_dtype(acc * (rescale / l)),   lse_i = (m + log2 l) * ln 2;  O_i = 0, lse_i = -inf if l = 0
+//! ```
+
+use crate::{Error, Inputs, Problem, Seq, Tensor, dropout};
+use rayon::prelude::*;
+
+/// Result of [`forward_blocked`], in the kernel's precision.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BlockedOutput {
+    /// `[B, Sq, Hq, Dv]` row-major, rounded to the problem's dtype.
+    pub out: Vec<f32>,
+    /// `[B, Hq, Sq]` (varlen `[Hq, total_q]`), f32.
+    pub lse: Vec<f32>,
+}
+
+fn gather32(
+    t: &Tensor,
+    batch: usize,
+    start: usize,
+    rows: usize,
+    head: usize,
+    dim: usize,
+) -> Vec<f32> {
+    let mut out = Vec::with_capacity(rows * dim);
+    for r in 0..rows {
+        let base = t.offset([batch, start + r, head, 0]);
+        out.extend((0..dim).map(|d| t.data[base + d * t.strides[3]]));
+    }
+    out
+}
+
+/// The blocked low-precision forward with tiles of `block_m` query rows and `block_n` keys (both >= 1).
+///
+/// ```
+/// use attn_ref::{Dtype, Inputs, Problem, forward, forward_blocked};
+/// let p = Problem::new(Dtype::F16, 1, 5, 7, 2, 2, 8, 8);
+/// let x = Inputs::random(&p, 3, 1.0);
+/// let truth = forward(&p, &x).unwrap();
+/// let lowp = forward_blocked(&p, &x, 2, 3).unwrap();
+/// for (a, b) in lowp.out.iter().zip(&truth.out) {
+///     assert!((*a as f64 - b).abs() < 4e-3);
+/// }
+/// ```
+pub fn forward_blocked(
+    p: &Problem,
+    x: &Inputs,
+    block_m: usize,
+    block_n: usize,
+) -> Result<BlockedOutput, Error> {
+    p.validate_inputs(x)?;
+    if block_m == 0 || block_n == 0 {
+        return Err(Error::invalid(
+            "block sizes",
+            ">= 1",
+            format!("{block_m}x{block_n}"),
+        ));
+    }
+    let (hq, d, dv) = (p.heads_q, p.head_dim, p.head_dim_v);
+    let dtype = p.dtype;
+    let log2e = std::f32::consts::LOG2_E;
+    let scale = p.softmax_scale();
+    let scale_log2 = scale * log2e;
+    let cap = p.softcap;
+    let tasks: Vec<(Seq, usize)> = p
+        .seqs()
+        .into_iter()
+        .flat_map(|s| (0..hq).map(move |h| (s, h)))
+        .collect();
+    let results: Vec<(Seq, usize, Vec<f32>, Vec<f32>)> = tasks
+        .into_par_iter()
+        .map(|(s, h)| {
+            let g = h / p.group();
+            let q = gather32(&x.q, s.batch, s.q_start, s.sq, h, d);
+            let k = gather32(&x.k, s.batch, s.k_start, s.sk, g, d);
+            let v = gather32(&x.v, s.batch, s.k_start, s.sk, g, dv);
+            let slope_log2 = p
+                .alibi
+                .as_ref()
+                .map_or(0.0, |a| a.slope(hq, s.b, h) * log2e);
+            let off = p.mask.align().offset(s.sq, s.sk);
+            let rescale = p.dropout.map_or(1.0, |dd| dd.rescale());
+            let mut o = vec![0.0f32; s.sq * dv];
+            let mut lse = vec![f32::NEG_INFINITY; s.sq];
+            let mut xt = vec![0.0f32; block_n];
+            let mut keep = vec![1u8; block_n];
+            for i0 in (0..s.sq).step_by(block_m) {
+                let i1 = (i0 + block_m).min(s.sq);
+                for i in i0..i1 {
+                    // Rows of one tile are independent; iterate the key tiles per row in tile order.
+                    let qi = &q[i * d..(i + 1) * d];
+                    let mut m = f32::NEG_INFINITY;
+                    let mut l = 0.0f32;
+                    let mut acc = vec![0.0f32; dv];
+                    for j0 in (0..s.sk).step_by(block_n) {
+                        let j1 = (j0 + block_n).min(s.sk);
+                        let n = j1 - j0;
+                        let mut tile_max = f32::NEG_INFINITY;
+                        for (t, j) in (j0..j1).enumerate() {
+                            let val = if p.mask.visible(i, j, s.sq, s.sk) {
+                                let kj = &k[j * d..(j + 1) * d];
+                                let mut acc_s = 0.0f32;
+                                for c in 0..d {
+                                    acc_s += qi[c] * kj[c];
+                                }
+                                let mut xv = if cap > 0.0 {
+                                    cap * (acc_s * scale / cap).tanh() * log2e
+                                } else {
+                                    acc_s * scale_log2
+                                };
+                                if let Some(b) = &x.bias {
+                                    xv += b.get([s.b, h, i, j]) * log2e;
+                                }
+                                if slope_log2 != 0.0 {
+                                    xv -= slope_log2
+                                        * (i as i64 + off - j as i64).unsigned_abs() as f32;
+                                }
+                                xv
+                            } else {
+                                f32::NEG_INFINITY
+                            };
+                            xt[t] = val;
+                            tile_max = tile_max.max(val);
+                        }
+                        let m_new = m.max(tile_max);
+                        let m_use = if m_new == f32::NEG_INFINITY {
+                            0.0
+                        } else {
+                            m_new
+                        };
+                        let corr = (m - m_use).exp2();
+                        l *= corr;
+                        acc.iter_mut().for_each(|a| *a *= corr);
+                        if let Some(dd) = &p.dropout {
+                            dropout::keep_row(dd, hq, s.b, h, i, j0..j1, &mut keep[..n]);
+                        }
+                        for t in 0..n {
+                            let pij = (xt[t] - m_use).exp2();
+                            l += pij;
+                            let pr = dtype.round(pij);
+                            if pr != 0.0 && keep[t] != 0 {
+                                let vj = &v[(j0 + t) * dv..(j0 + t + 1) * dv];
+                                for (a, &vv) in acc.iter_mut().zip(vj) {
+                                    *a += pr * vv;
+                                }
+                            }
+                        }
+                        m = m_new;
+                    }
+                    if l > 0.0 {
+                        let f = rescale / l;
+                        for (c, a) in acc.iter().enumerate() {
+                            o[i * dv + c] = dtype.round(a * f);
+                        }
+                        lse[i] = (m + l.log2()) * std::f32::consts::LN_2;
+                    }
+                }
+            }
+            (s, h, o, lse)
+        })
+        .collect();
+    let mut out = vec![0.0f32; p.out_shape().iter().product()];
+    let mut lse = vec![f32::NEG_INFINITY; p.lse_len()];
+    for (s, h, o, l) in results {
+        for i in 0..s.sq {
+            let base = ((s.batch * p.seqlen_q + s.q_start + i) * hq + h) * dv;
+            out[base..base + dv].copy_from_slice(&o[i * dv..(i + 1) * dv]);
+            lse[p.lse_index(&s, h, i)] = l[i];
+        }
+    }
+    Ok(BlockedOutput { out, lse })
+}

@@ -1,0 +1,50 @@
+//! The GPU sees exactly the bytes of the host's parameter struct (the `attn_abi_echo` kernel).
+use attn_abi::{FwdParams, KernArgs, MASK_WINDOW, WINDOW_UNBOUNDED};
+use attn_tests::device_or_skip;
+
+#[test]
+fn kernel_receives_the_exact_parameter_bytes() {
+    let Some(dev) = device_or_skip("abi echo") else {
+        return;
+    };
+    let stream = dev.default_stream();
+    for seed in 1..4u64 {
+        // Every field distinct and non-zero, so a shifted or truncated field shows.
+        let w = |i: u64| {
+            seed.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+                .rotate_left(i as u32)
+                | 1
+        };
+        let p = FwdParams {
+            q: w(1),
+            k: w(2),
+            v: w(3),
+            out: w(4),
+            lse: w(5),
+            q_strides: [w(6) as i64, -(w(7) as i64 >> 4), 3],
+            k_strides: [4, 5, 6],
+            v_strides: [7, 8, 9],
+            o_strides: [10, 11, 12],
+            lse_strides: [13, 14],
+            batch: 15,
+            heads_q: 16,
+            heads_k: 17,
+            seqlen_q: w(8) as u32,
+            seqlen_k: 19,
+            head_dim: 20,
+            head_dim_v: 21,
+            scale_log2: 0.1 * seed as f32,
+            window_left: WINDOW_UNBOUNDED,
+            window_right: -3,
+            mask_flags: MASK_WINDOW,
+            _pad: 0,
+        };
+        let got = attn_host::abi_echo(&stream, &p).expect("echo kernel");
+        let want = KernArgs::new(&attn_abi::EchoParams {
+            out: got.0[0],
+            payload: p,
+        });
+        assert_eq!(got, want, "argument image differs (seed {seed})");
+        assert_eq!(got.params::<attn_abi::EchoParams>().payload, p);
+    }
+}
