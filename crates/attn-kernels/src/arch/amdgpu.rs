@@ -75,6 +75,15 @@ pub fn shfl_xor_f32(v: f32, mask: u32) -> f32 {
     f32::from_bits(unsafe { a::ds_bpermute((lane() ^ mask) << 2, v.to_bits()) })
 }
 
+/// Indexed shuffle through `ds_bpermute_b32`: the value of `v` held by lane `src`
+/// (`0 <= src < WAVE`) of the same wave.
+#[doc(alias = "ds_bpermute_b32")]
+#[inline(always)]
+pub fn shfl_idx_u32(v: u32, src: u32) -> u32 {
+    // SAFETY: the byte address selects a lane of this wave; all lanes are active (uniform flow).
+    unsafe { a::ds_bpermute(src << 2, v) }
+}
+
 /// `2^x` (`v_exp_f32`); `exp2(-inf) = 0`.
 #[inline(always)]
 pub fn exp2(x: f32) -> f32 {

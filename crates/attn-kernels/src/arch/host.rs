@@ -8,8 +8,14 @@ use std::cell::Cell;
 use std::sync::Barrier;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-/// Lanes per emulated wave.
+/// Lanes per emulated wave (32, like NVIDIA and RDNA3; 64, like CDNA, with the `host-wave64`
+/// feature).
+#[cfg(not(feature = "host-wave64"))]
 pub const WAVE: u32 = 32;
+/// Lanes per emulated wave (32, like NVIDIA and RDNA3; 64, like CDNA, with the `host-wave64`
+/// feature).
+#[cfg(feature = "host-wave64")]
+pub const WAVE: u32 = 64;
 
 struct Block {
     barrier: Barrier,
@@ -98,6 +104,21 @@ pub fn shfl_xor_f32(v: f32, mask: u32) -> f32 {
     let r = b.exchange[src as usize].load(Ordering::Relaxed);
     b.wave_barriers[wave].wait();
     f32::from_bits(r)
+}
+
+/// Indexed shuffle within the emulated wave: the value of `v` held by lane `src` (`< WAVE`).
+pub fn shfl_idx_u32(v: u32, src: u32) -> u32 {
+    let (b, t) = ctx();
+    assert!(
+        src < WAVE,
+        "shfl_idx_u32: source lane {src} outside the wave"
+    );
+    let wave = (t / WAVE) as usize;
+    b.exchange[t as usize].store(v, Ordering::Relaxed);
+    b.wave_barriers[wave].wait();
+    let r = b.exchange[((t / WAVE) * WAVE + src) as usize].load(Ordering::Relaxed);
+    b.wave_barriers[wave].wait();
+    r
 }
 
 /// `2^x`.

@@ -9,6 +9,7 @@
 //! | `thread_idx()`, `block_idx()` | work-item id in the block; block id `(x, y, z)` in the grid |
 //! | `sync_threads()` | block-wide barrier that also orders shared-memory (LDS) accesses |
 //! | `shfl_xor_f32(v, m)` | value of `v` held by lane `lane ^ m` of the same wave |
+//! | `shfl_idx_u32(v, s)` | value of `v` held by lane `s` of the same wave |
 //! | `exp2`, `log2`, `rcp` | fast special functions (`ex2.approx.ftz`, `v_exp_f32`, …) |
 //! | `f16_to_f32`, … | conversions between `f32` and the 16-bit storage formats |
 //! | `dyn_smem()` | base of the launch-sized shared memory / LDS (16-byte aligned) |
@@ -29,7 +30,8 @@ pub use nvptx::*;
 pub mod host;
 #[cfg(not(any(target_arch = "amdgpu", target_arch = "nvptx64")))]
 pub use host::{
-    WAVE, block_idx, dyn_smem, exp2, fma, log2, rcp, shfl_xor_f32, sync_threads, thread_idx,
+    WAVE, block_idx, dyn_smem, exp2, fma, log2, rcp, shfl_idx_u32, shfl_xor_f32, sync_threads,
+    thread_idx,
 };
 
 /// Lane index within the wave.

@@ -7,6 +7,8 @@ pub const WAVE: u32 = 32;
 unsafe extern "unadjusted" {
     #[link_name = "llvm.nvvm.shfl.sync.bfly.f32"]
     fn shfl_bfly_f32(mask: u32, v: f32, lane_mask: u32, clamp: u32) -> f32;
+    #[link_name = "llvm.nvvm.shfl.sync.idx.i32"]
+    fn shfl_idx_i32(mask: u32, v: i32, lane: u32, clamp: u32) -> i32;
     #[link_name = "llvm.nvvm.ex2.approx.ftz.f32"]
     fn ex2_approx_ftz(x: f32) -> f32;
     #[link_name = "llvm.nvvm.lg2.approx.ftz.f"]
@@ -50,6 +52,14 @@ pub fn sync_threads() {
 pub fn shfl_xor_f32(v: f32, mask: u32) -> f32 {
     // SAFETY: full-warp mask; all 32 lanes execute the shuffle (uniform control flow).
     unsafe { shfl_bfly_f32(0xffff_ffff, v, mask, 0x1f) }
+}
+
+/// Indexed shuffle: the value of `v` held by lane `src` (`0 <= src < 32`) of the same warp.
+#[doc(alias = "shfl.sync.idx.b32")]
+#[inline(always)]
+pub fn shfl_idx_u32(v: u32, src: u32) -> u32 {
+    // SAFETY: full-warp mask; all 32 lanes execute the shuffle (uniform control flow).
+    unsafe { shfl_idx_i32(0xffff_ffff, v as i32, src, 0x1f) as u32 }
 }
 
 /// `2^x` (`ex2.approx.ftz.f32`, one MUFU.EX2); `exp2(-inf) = 0`.

@@ -1,4 +1,4 @@
-//! The FMA atom: `C[M×8] += A[M×8] · B[8×8]` in plain `f32` fused multiply-adds, on every target.
+//! The FMA atom: `C[M×8] += A[M×4] · B[4×8]` in plain `f32` fused multiply-adds, on every target.
 //!
 //! It is the reference implementation of the [`MmaAtom`] interface and the f32 path. Lane `l`
 //! owns row `l / 4` of `C` and columns `l % 4` and `l % 4 + 4` (the same shape as NVIDIA's
@@ -13,7 +13,7 @@ use core::marker::PhantomData;
 pub struct FmaAtom<E>(PhantomData<E>);
 
 /// `K` of the FMA atom.
-const FK: usize = 8;
+const FK: usize = 4;
 
 impl<E: Element> MmaAtom for FmaAtom<E> {
     type E = E;

@@ -6,7 +6,11 @@
 use crate::numeric::Element;
 use core::ops::{Index, IndexMut};
 
+pub mod cdna_mfma;
 pub mod fma;
+pub mod frag;
+pub mod rdna3_wmma;
+pub mod sm80_m16n8k16;
 
 /// One matrix instruction executed by a whole wave: `C[M×N] += A[M×K] · B[K×N]`.
 ///

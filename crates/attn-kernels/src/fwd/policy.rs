@@ -24,11 +24,12 @@ pub struct FwdTile {
 pub const fn fma_tile(dtype: DType, d: usize) -> FwdTile {
     match (dtype.size(), d) {
         (2, 256) => FwdTile { tm: 2, block_n: 16 },
+        (2, 32) => FwdTile { tm: 2, block_n: 32 },
         (2, _) => FwdTile { tm: 2, block_n: 64 },
         (_, 256) => FwdTile { tm: 1, block_n: 8 },
         (_, 128) => FwdTile { tm: 1, block_n: 32 },
         (_, 64) => FwdTile { tm: 2, block_n: 32 },
-        _ => FwdTile { tm: 2, block_n: 64 },
+        _ => FwdTile { tm: 1, block_n: 16 },
     }
 }
 

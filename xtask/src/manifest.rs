@@ -1,0 +1,154 @@
+//! The manifest written next to the artifacts (`crates/attn-host/kernels/manifest.json`).
+//!
+//! `attn-host/src/code_objects.rs` deserialises the same schema; bump [`SCHEMA`] on any
+//! incompatible change and update both sides.
+
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// Manifest schema version.
+pub const SCHEMA: u32 = 1;
+
+/// The whole manifest.
+#[derive(Clone, Debug, Serialize)]
+pub struct Manifest {
+    /// Schema version ([`SCHEMA`]).
+    pub schema: u32,
+    /// What wrote this file (`cargo xtask build-kernels`): do not edit by hand.
+    pub generated_by: String,
+    /// `rustc +nightly --version` of the compiler that built the kernels.
+    pub rustc: String,
+    /// `ptxas --version` release (e.g. `V12.9.86`).
+    pub ptxas: String,
+    /// One entry per GPU target, in build order.
+    pub targets: Vec<Target>,
+}
+
+/// One GPU target (a code object, or a PTX/cubin pair).
+#[derive(Clone, Debug, Serialize)]
+pub struct Target {
+    /// Target CPU name: `gfx942`, `sm_90a`, ...
+    pub target: String,
+    /// LLVM target triple.
+    pub triple: String,
+    /// PTX ISA version (NVIDIA only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ptx_version: Option<String>,
+    /// Files of this target, relative to the manifest's folder.
+    pub files: Vec<File>,
+    /// Matrix-instruction counts over the whole object (including non-kernel functions).
+    pub matrix_instructions: BTreeMap<String, u32>,
+    /// Kernels, sorted by name.
+    pub kernels: Vec<Kernel>,
+}
+
+/// One artifact file.
+#[derive(Clone, Debug, Serialize)]
+pub struct File {
+    /// File name relative to the manifest's folder.
+    pub path: String,
+    /// `hsaco`, `cubin` or `ptx`.
+    pub format: &'static str,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// One kernel of one target.
+#[derive(Clone, Debug, Serialize)]
+pub struct Kernel {
+    /// Symbol name.
+    pub name: String,
+    /// Threads per block (`#[kernel(threads = N)]`), applied as the launch bound.
+    pub threads: u32,
+    /// Resource usage reported by the backend.
+    pub resources: Resources,
+    /// Matrix-instruction counts inside the kernel's own code.
+    pub matrix_instructions: BTreeMap<String, u32>,
+}
+
+/// Per-vendor resource usage.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+#[serde(tag = "vendor", rename_all = "lowercase")]
+pub enum Resources {
+    /// From the AMDGPU code-object metadata note.
+    Amd(AmdResources),
+    /// From `ptxas -v`.
+    Nvidia(NvidiaResources),
+}
+
+/// AMD kernel resources (`llvm-readobj --notes`).
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct AmdResources {
+    /// `.vgpr_count`.
+    pub vgpr: u32,
+    /// `.agpr_count`.
+    pub agpr: u32,
+    /// `.sgpr_count`.
+    pub sgpr: u32,
+    /// `.group_segment_fixed_size`: static LDS bytes per block.
+    pub lds_bytes: u32,
+    /// `.private_segment_fixed_size`: scratch bytes per lane.
+    pub scratch_bytes: u32,
+    /// `.vgpr_spill_count`.
+    pub vgpr_spills: u32,
+    /// `.sgpr_spill_count`.
+    pub sgpr_spills: u32,
+    /// `.uses_dynamic_stack`.
+    pub dynamic_stack: bool,
+    /// `.max_flat_workgroup_size` (the applied launch bound).
+    pub max_flat_workgroup_size: u32,
+    /// `.wavefront_size`.
+    pub wavefront_size: u32,
+}
+
+/// NVIDIA kernel resources (`ptxas -v`).
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct NvidiaResources {
+    /// Registers per thread.
+    pub registers: u32,
+    /// Bytes of spill stores.
+    pub spill_stores: u32,
+    /// Bytes of spill loads.
+    pub spill_loads: u32,
+    /// Stack frame bytes per thread (local memory), including callees.
+    pub stack_bytes: u32,
+    /// Static shared memory bytes per block.
+    pub smem_bytes: u32,
+    /// Named barriers used.
+    pub barriers: u32,
+}
+
+impl Resources {
+    /// Why this kernel's resources are unacceptable (spills or scratch), if they are.
+    pub fn problems(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        match self {
+            Resources::Amd(r) => {
+                if r.vgpr_spills > 0 {
+                    p.push(format!("{} VGPR spills", r.vgpr_spills));
+                }
+                if r.sgpr_spills > 0 {
+                    p.push(format!("{} SGPR spills", r.sgpr_spills));
+                }
+                if r.scratch_bytes > 0 {
+                    p.push(format!("{} B/lane scratch", r.scratch_bytes));
+                }
+                if r.dynamic_stack {
+                    p.push("dynamic stack".to_string());
+                }
+            }
+            Resources::Nvidia(r) => {
+                if r.spill_stores > 0 || r.spill_loads > 0 {
+                    p.push(format!(
+                        "{} B spill stores, {} B spill loads",
+                        r.spill_stores, r.spill_loads
+                    ));
+                }
+                if r.stack_bytes > 0 {
+                    p.push(format!("{} B stack (local memory)", r.stack_bytes));
+                }
+            }
+        }
+        p
+    }
+}
