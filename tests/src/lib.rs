@@ -194,11 +194,13 @@ fn to_bmhk(x: &[f32], shape: [usize; 4], layout: Layout) -> Vec<f32> {
     out
 }
 
-/// The kernel's tile (for the blocked reference) for a problem.
-fn kernel_tile(p: &Problem, dtype: DType) -> (usize, usize) {
+/// The kernel's tile on `dev` (for the blocked reference) for a problem.
+fn kernel_tile(dev: &Device, p: &Problem, dtype: DType) -> (usize, usize) {
+    use attn_kernels::fwd::policy::{Family, fwd_tile};
     let bucket = attn_host::ops::head_dim_bucket(p.head_dim.max(p.head_dim_v)).unwrap_or(256);
-    let t = attn_kernels::fwd::policy::fma_tile(dtype, bucket as usize);
-    (attn_kernels::fwd::policy::block_m(t), t.block_n)
+    let family = Family::of_arch(&dev.info().arch).unwrap_or(Family::Sm80);
+    let t = fwd_tile(family, dtype, bucket as usize);
+    (t.block_m, t.block_n)
 }
 
 /// Runs one forward check on `dev` with inputs drawn from `seed`.
@@ -246,7 +248,7 @@ pub fn run_fwd(dev: &Device, case: &FwdCase, seed: u64) -> Result<FwdOutcome, St
     let got_lse = &got_lse[..lse_shape.iter().product()];
 
     let truth = attn_ref::forward(p, &x).map_err(|e| e.to_string())?;
-    let (bm, bn) = kernel_tile(p, dtype);
+    let (bm, bn) = kernel_tile(dev, p, dtype);
     let lowp = attn_ref::forward_blocked(p, &x, bm, bn).map_err(|e| e.to_string())?;
     Ok(FwdOutcome {
         out: attn_ref::check(&got_out, &truth.out, &lowp.out)

@@ -36,7 +36,7 @@ fn kernel_receives_the_exact_parameter_bytes() {
             scale_log2: 0.1 * seed as f32,
             window_left: WINDOW_UNBOUNDED,
             window_right: -3,
-            mask_flags: MASK_WINDOW,
+            flags: MASK_WINDOW,
             _pad: 0,
         };
         let got = attn_host::abi_echo(&stream, &p).expect("echo kernel");

@@ -422,7 +422,9 @@ attributes #3 = { nounwind }
         let p = patch_module(ir, Vendor::Nvidia).unwrap();
         assert!(!p.ir.contains("llvm.used"));
         assert!(p.ir.contains("define ptx_kernel void @k(i64 %w0) #0 {"));
-        assert!(p.ir.contains("attributes #0 = { \"nvvm.maxntid\"=\"64\" }"));
+        assert!(
+            p.ir.contains("attributes #0 = { \"nvvm.maxntid\"=\"64\" \"nvvm.minctasm\"=\"1\" }")
+        );
     }
 
     #[test]

@@ -98,9 +98,12 @@ impl DType {
     }
 }
 
-/// `mask_flags` bit: a window/causal mask is active (otherwise every key `j < Sk` is visible).
+/// `flags` bit: every row of `q`, `k`, `v` starts 16-byte aligned (base addresses and row
+/// strides), so tiles may be copied 16 bytes at a time.
+pub const FLAG_VEC16: u32 = 4;
+/// `flags` bit: a window/causal mask is active (otherwise every key `j < Sk` is visible).
 pub const MASK_WINDOW: u32 = 1;
-/// `mask_flags` bit: the mask and ALiBi diagonal are bottom-right aligned (`off = Sk - Sq`).
+/// `flags` bit: the mask and ALiBi diagonal are bottom-right aligned (`off = Sk - Sq`).
 pub const MASK_BOTTOM_RIGHT: u32 = 2;
 /// `window_left` / `window_right` value meaning "unbounded on this side".
 pub const WINDOW_UNBOUNDED: i32 = i32::MAX;
@@ -153,8 +156,8 @@ pub struct FwdParams {
     pub window_left: i32,
     /// Keys visible right of the aligned diagonal, or [`WINDOW_UNBOUNDED`].
     pub window_right: i32,
-    /// [`MASK_WINDOW`] | [`MASK_BOTTOM_RIGHT`].
-    pub mask_flags: u32,
+    /// [`MASK_WINDOW`] | [`MASK_BOTTOM_RIGHT`] | [`FLAG_VEC16`].
+    pub flags: u32,
     /// Explicit padding (keeps the layout free of implicit padding).
     pub _pad: u32,
 }
@@ -183,7 +186,7 @@ const _: () = {
     assert!(core::mem::offset_of!(FwdParams, lse_strides) == 136);
     assert!(core::mem::offset_of!(FwdParams, batch) == 152);
     assert!(core::mem::offset_of!(FwdParams, scale_log2) == 180);
-    assert!(core::mem::offset_of!(FwdParams, mask_flags) == 192);
+    assert!(core::mem::offset_of!(FwdParams, flags) == 192);
     assert!(core::mem::size_of::<EchoParams>() == 208);
     assert!(core::mem::size_of::<KernArgs>() == 256);
 };
@@ -239,7 +242,7 @@ mod tests {
             scale_log2: 0.125,
             window_left: WINDOW_UNBOUNDED,
             window_right: -5,
-            mask_flags: MASK_WINDOW | MASK_BOTTOM_RIGHT,
+            flags: MASK_WINDOW | MASK_BOTTOM_RIGHT,
             ..Default::default()
         };
         let args = KernArgs::new(&p);

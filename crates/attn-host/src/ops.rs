@@ -5,10 +5,10 @@
 use crate::device::{Device, DeviceBuffer, Stream};
 use crate::error::{Error, Result};
 use attn_abi::{
-    DType, FWD_HEAD_DIMS, FwdParams, KernArgs, KernelId, MASK_BOTTOM_RIGHT, MASK_WINDOW,
-    WINDOW_UNBOUNDED,
+    DType, FLAG_VEC16, FWD_HEAD_DIMS, FwdParams, KernArgs, KernelId, MASK_BOTTOM_RIGHT,
+    MASK_WINDOW, WINDOW_UNBOUNDED,
 };
-use attn_kernels::fwd::policy;
+use attn_kernels::fwd::policy::{self, Family};
 
 /// Where the diagonal of a causal or window mask sits (semantics.md §3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -222,8 +222,9 @@ impl Forward {
         self
     }
 
-    /// Validates every argument and decides the launch. Pure: touches no device.
-    pub fn plan(&self) -> Result<Plan> {
+    /// Validates every argument and decides the launch for a device of `family`. Pure: touches
+    /// no device.
+    pub fn plan(&self, family: Family) -> Result<Plan> {
         let (q, k, v, o) = (&self.q, &self.k, &self.v, &self.out);
         let dtype = q.dtype;
         for (name, t) in [("k", k), ("v", v), ("out", o)] {
@@ -333,8 +334,19 @@ impl Forward {
         };
         let bucket =
             head_dim_bucket(d.max(dv)).ok_or_else(|| Error::unsupported("head dim above 256"))?;
-        let tile = policy::fma_tile(dtype, bucket as usize);
-        let block_m = policy::block_m(tile);
+        let tile = policy::fwd_tile(family, dtype, bucket as usize);
+        // 16-byte tile copies need every row of q, k, v to start 16-byte aligned.
+        let rows_aligned = |t: &TensorRef| {
+            t.ptr.is_multiple_of(16)
+                && t.strides[..3]
+                    .iter()
+                    .all(|&s| (s as i128 * es as i128) % 16 == 0)
+        };
+        let vec16 = if [q, k, v].into_iter().all(rows_aligned) {
+            FLAG_VEC16
+        } else {
+            0
+        };
         let params = FwdParams {
             q: q.ptr,
             k: k.ptr,
@@ -356,11 +368,11 @@ impl Forward {
             scale_log2: scale * std::f32::consts::LOG2_E,
             window_left: left,
             window_right: right,
-            mask_flags: flags,
+            flags: flags | vec16,
             _pad: 0,
         };
-        let grid =
-            (b > 0 && sq > 0 && hq > 0).then(|| [sq.div_ceil(block_m) as u32, hq as u32, b as u32]);
+        let grid = (b > 0 && sq > 0 && hq > 0)
+            .then(|| [sq.div_ceil(tile.block_m) as u32, hq as u32, b as u32]);
         Ok(Plan {
             kernel: KernelId::Fwd {
                 dtype,
@@ -369,7 +381,7 @@ impl Forward {
             params,
             grid,
             threads: policy::THREADS,
-            shared_bytes: policy::smem_bytes(dtype, bucket as usize) as u32,
+            shared_bytes: policy::smem_bytes(family, dtype, bucket as usize) as u32,
         })
     }
 
@@ -379,7 +391,11 @@ impl Forward {
     /// Every `ptr` must be device memory of `stream`'s device, valid for `len` elements for the
     /// duration of the kernel, and `out`/`lse` must not overlap the inputs.
     pub unsafe fn launch(&self, stream: &Stream) -> Result<()> {
-        let plan = self.plan()?;
+        let info = stream.device().info();
+        let family = Family::of_arch(&info.arch).ok_or_else(|| {
+            Error::unsupported(format!("no kernels for architecture {}", info.arch))
+        })?;
+        let plan = self.plan(family)?;
         let Some(grid) = plan.grid else { return Ok(()) };
         let args = KernArgs::new(&plan.params);
         // SAFETY: the plan checked every extent against `len`; the caller vouches that the
@@ -514,7 +530,7 @@ mod tests {
     }
 
     fn invalid_what(f: &Forward) -> String {
-        match f.plan() {
+        match f.plan(Family::Sm80) {
             Err(Error::InvalidArgument { what, .. }) => what,
             other => panic!("expected InvalidArgument, got {other:?}"),
         }
@@ -522,9 +538,9 @@ mod tests {
 
     fn unsupported(f: &Forward) {
         assert!(
-            matches!(f.plan(), Err(Error::Unsupported { .. })),
+            matches!(f.plan(Family::Sm80), Err(Error::Unsupported { .. })),
             "{:?}",
-            f.plan()
+            f.plan(Family::Sm80)
         );
     }
 
@@ -532,7 +548,7 @@ mod tests {
     fn a_valid_call_plans_the_right_kernel_and_grid() {
         let p = good(DType::Bf16)
             .mask(Mask::Causal(Align::BottomRight))
-            .plan()
+            .plan(Family::Sm80)
             .unwrap();
         assert_eq!(
             p.kernel,
@@ -541,9 +557,13 @@ mod tests {
                 head_dim: 64
             }
         );
-        let bm = policy::block_m(policy::fma_tile(DType::Bf16, 64));
+        let bm = policy::fwd_tile(Family::Sm80, DType::Bf16, 64).block_m;
         assert_eq!(p.grid, Some([SQ.div_ceil(bm) as u32, HQ as u32, B as u32]));
-        assert_eq!(p.params.mask_flags, MASK_WINDOW | MASK_BOTTOM_RIGHT);
+        assert_eq!(p.params.flags, MASK_WINDOW | MASK_BOTTOM_RIGHT | FLAG_VEC16);
+        assert_eq!(
+            p.shared_bytes as usize,
+            policy::smem_bytes(Family::Sm80, DType::Bf16, 64)
+        );
         assert_eq!(p.params.window_right, 0);
         assert_eq!(p.params.window_left, WINDOW_UNBOUNDED);
         assert!((p.params.scale_log2 - std::f32::consts::LOG2_E / 8.0).abs() < 1e-7);
@@ -571,7 +591,7 @@ mod tests {
                 t(0x300000, dtype, [1, 3, 1, d]),
             );
             if ok {
-                f.plan().unwrap();
+                f.plan(Family::Sm80).unwrap();
             } else {
                 unsupported(&f);
             }
@@ -586,7 +606,7 @@ mod tests {
             t(0x200000, DType::F16, [1, 7, 2, 96]),
             t(0x300000, DType::F16, [1, 5, 2, 96]),
         );
-        let p = f.plan().unwrap();
+        let p = f.plan(Family::Sm80).unwrap();
         assert_eq!(
             p.kernel,
             KernelId::Fwd {
@@ -670,7 +690,7 @@ mod tests {
         // A BHMK view (heads outer, sequence inner) of the same memory.
         let mut f = good(DType::F32);
         f.q.strides = [(HQ * SQ * D) as i64, D as i64, (SQ * D) as i64, 1];
-        let p = f.plan().unwrap();
+        let p = f.plan(Family::Sm80).unwrap();
         assert_eq!(
             p.params.q_strides,
             [(HQ * SQ * D) as i64, D as i64, (SQ * D) as i64]
@@ -678,7 +698,20 @@ mod tests {
         // Broadcast (zero-stride) inputs are fine.
         let mut f = good(DType::F32);
         f.k.strides[0] = 0;
-        f.plan().unwrap();
+        f.plan(Family::Sm80).unwrap();
+    }
+
+    #[test]
+    fn unaligned_rows_take_the_element_copy_path() {
+        let aligned = good(DType::F16).plan(Family::Cdna).unwrap();
+        assert_ne!(aligned.params.flags & FLAG_VEC16, 0);
+        let mut f = good(DType::F16);
+        f.k.ptr += 8; // 4-element offset: still element-aligned, no longer 16-byte aligned
+        assert_eq!(f.plan(Family::Cdna).unwrap().params.flags & FLAG_VEC16, 0);
+        let mut f = good(DType::F16);
+        f.q.strides[1] = (HQ * D + 4) as i64; // padded rows of 136 bytes
+        f.q.len += SQ * 4 * B;
+        assert_eq!(f.plan(Family::Cdna).unwrap().params.flags & FLAG_VEC16, 0);
     }
 
     #[test]
@@ -689,6 +722,6 @@ mod tests {
             t(0x200000, DType::F16, [0, 7, 2, 64]),
             t(0x300000, DType::F16, [0, 5, 2, 64]),
         );
-        assert_eq!(f.plan().unwrap().grid, None);
+        assert_eq!(f.plan(Family::Sm80).unwrap().grid, None);
     }
 }

@@ -1,7 +1,8 @@
 //! The exported kernels. Each name follows [`attn_abi::KernelId`]; the tile shapes come from
-//! [`crate::fwd::policy`], the single source the host also reads.
+//! [`crate::fwd::policy::fwd_tile`], the single source the host also reads. f16/bf16 run on the
+//! target's matrix atom ([`crate::atom::Native`]), f32 on the FMA atom.
 use crate::arch::WAVE;
-use crate::atom::{MmaAtom, fma::FmaAtom};
+use crate::atom::{FAMILY, MmaAtom, Native, fma::FmaAtom};
 use crate::fwd::{self, policy};
 use crate::numeric::{Bf16, F16};
 use attn_abi::{DType, EchoParams, FwdParams, KERNARG_WORDS, KernArgs};
@@ -23,34 +24,37 @@ pub fn attn_abi_echo(p: &EchoParams) {
 /// Waves per forward block.
 const WAVES: usize = policy::THREADS as usize / WAVE as usize;
 
-/// Instantiates the FMA-atom forward kernel for one element type and head-dim bucket.
-macro_rules! fwd_fma {
-    ($name:ident, $elem:ty, $dtype:expr, $d:literal) => {
-        /// Forward pass, FMA atom.
+/// Instantiates the forward kernel for one atom, element type and head-dim bucket.
+macro_rules! fwd {
+    ($name:ident, $atom:ty, $dtype:expr, $d:literal) => {
+        /// Forward pass.
         #[kernel(threads = 128)]
         pub fn $name(p: &FwdParams) {
-            type A = FmaAtom<$elem>;
-            const T: policy::FwdTile = policy::fma_tile($dtype, $d);
+            type A = $atom;
+            const T: policy::FwdTile = policy::fwd_tile(FAMILY, $dtype, $d);
+            const { assert!(T.block_m == WAVES * T.tm * <A as MmaAtom>::M) };
+            const { assert!(T.p_in_smem == !<A as MmaAtom>::P_IN_REGISTERS) };
             fwd::run::<
                 A,
                 WAVES,
                 { T.tm },
                 { T.block_n / <A as MmaAtom>::N },
                 { $d / <A as MmaAtom>::N },
+                { T.split_kv },
             >(p)
         }
     };
 }
 
-fwd_fma!(attn_fwd_f16_d32, F16, DType::F16, 32);
-fwd_fma!(attn_fwd_f16_d64, F16, DType::F16, 64);
-fwd_fma!(attn_fwd_f16_d128, F16, DType::F16, 128);
-fwd_fma!(attn_fwd_f16_d256, F16, DType::F16, 256);
-fwd_fma!(attn_fwd_bf16_d32, Bf16, DType::Bf16, 32);
-fwd_fma!(attn_fwd_bf16_d64, Bf16, DType::Bf16, 64);
-fwd_fma!(attn_fwd_bf16_d128, Bf16, DType::Bf16, 128);
-fwd_fma!(attn_fwd_bf16_d256, Bf16, DType::Bf16, 256);
-fwd_fma!(attn_fwd_f32_d32, f32, DType::F32, 32);
-fwd_fma!(attn_fwd_f32_d64, f32, DType::F32, 64);
-fwd_fma!(attn_fwd_f32_d128, f32, DType::F32, 128);
-fwd_fma!(attn_fwd_f32_d256, f32, DType::F32, 256);
+fwd!(attn_fwd_f16_d32, Native<F16>, DType::F16, 32);
+fwd!(attn_fwd_f16_d64, Native<F16>, DType::F16, 64);
+fwd!(attn_fwd_f16_d128, Native<F16>, DType::F16, 128);
+fwd!(attn_fwd_f16_d256, Native<F16>, DType::F16, 256);
+fwd!(attn_fwd_bf16_d32, Native<Bf16>, DType::Bf16, 32);
+fwd!(attn_fwd_bf16_d64, Native<Bf16>, DType::Bf16, 64);
+fwd!(attn_fwd_bf16_d128, Native<Bf16>, DType::Bf16, 128);
+fwd!(attn_fwd_bf16_d256, Native<Bf16>, DType::Bf16, 256);
+fwd!(attn_fwd_f32_d32, FmaAtom<f32>, DType::F32, 32);
+fwd!(attn_fwd_f32_d64, FmaAtom<f32>, DType::F32, 64);
+fwd!(attn_fwd_f32_d128, FmaAtom<f32>, DType::F32, 128);
+fwd!(attn_fwd_f32_d256, FmaAtom<f32>, DType::F32, 256);

@@ -29,7 +29,7 @@
     )
 )]
 #![cfg_attr(target_arch = "amdgpu", feature(repr_simd, stdarch_amdgpu))]
-#![cfg_attr(target_arch = "nvptx64", feature(stdarch_nvptx))]
+#![cfg_attr(target_arch = "nvptx64", feature(asm_experimental_arch, stdarch_nvptx))]
 #![cfg_attr(gpu, allow(internal_features))]
 
 pub mod arch;

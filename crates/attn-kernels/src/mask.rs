@@ -27,12 +27,12 @@ impl Mask {
         let bound = |w: i32| (w != WINDOW_UNBOUNDED).then_some(w as i64);
         Mask {
             sk,
-            off: if p.mask_flags & MASK_BOTTOM_RIGHT != 0 {
+            off: if p.flags & MASK_BOTTOM_RIGHT != 0 {
                 sk - sq
             } else {
                 0
             },
-            window: p.mask_flags & MASK_WINDOW != 0,
+            window: p.flags & MASK_WINDOW != 0,
             left: bound(p.window_left),
             right: bound(p.window_right),
         }

@@ -74,19 +74,17 @@ fn run_case(c: &Case, seed: u64) {
         scale_log2: scale * std::f32::consts::LOG2_E,
         window_left: left,
         window_right: right,
-        mask_flags: if c.window.is_some() { MASK_WINDOW } else { 0 }
+        flags: if c.window.is_some() { MASK_WINDOW } else { 0 }
             | if br { MASK_BOTTOM_RIGHT } else { 0 },
         _pad: 0,
     };
-    let tile = policy::fma_tile(attn_abi::DType::F32, 64);
-    let bm = policy::block_m(tile);
-    let grid = (c.sq.div_ceil(bm) as u32, c.hq as u32, c.b as u32);
-    launch(
-        grid,
-        policy::THREADS,
-        policy::smem_bytes(attn_abi::DType::F32, 64),
-        || instances::__body_attn_fwd_f32_d64(&p),
-    );
+    let family = attn_kernels::atom::FAMILY;
+    let tile = policy::fwd_tile(family, attn_abi::DType::F32, 64);
+    let grid = (c.sq.div_ceil(tile.block_m) as u32, c.hq as u32, c.b as u32);
+    let smem = policy::smem_bytes(family, attn_abi::DType::F32, 64);
+    launch(grid, policy::THREADS, smem, || {
+        instances::__body_attn_fwd_f32_d64(&p)
+    });
 
     let mask = Mask::from_params(&p);
     for b in 0..c.b {

@@ -98,3 +98,56 @@ pub fn dyn_smem() -> *mut u8 {
 pub fn fma(a: f32, b: f32, c: f32) -> f32 {
     core::intrinsics::fmaf32(a, b, c)
 }
+
+/// The 32-bit shared-window address of a generic pointer into shared memory (the form
+/// `cp.async`, `ldmatrix` and friends take).
+#[inline(always)]
+pub fn smem_u32<T>(p: *const T) -> u32 {
+    let r: u32;
+    // SAFETY: pure address arithmetic; the caller passes a pointer into shared memory.
+    unsafe {
+        core::arch::asm!(
+            "{{ .reg .u64 t; cvta.to.shared.u64 t, {p}; cvt.u32.u64 {r}, t; }}",
+            r = out(reg32) r,
+            p = in(reg64) p,
+            options(pure, nomem, nostack)
+        );
+    }
+    r
+}
+
+/// Copies 16 bytes from global `src` to shared `dst` asynchronously (`cp.async.cg`), or writes
+/// 16 zero bytes when `valid` is false (then `src` is not read). Completes at [`async_wait_all`].
+///
+/// # Safety
+/// `dst` is 16-byte aligned shared memory; when `valid`, `src` is 16-byte aligned and readable.
+#[doc(alias = "cp.async.cg.shared.global")]
+#[inline(always)]
+pub unsafe fn copy16_async(dst: *mut u8, src: *const u8, valid: bool) {
+    let n: u32 = if valid { 16 } else { 0 };
+    // SAFETY: forwarded from the caller; with src-size 0 the source is not read.
+    unsafe {
+        core::arch::asm!(
+            "cp.async.cg.shared.global [{d}], [{s}], 16, {n};",
+            d = in(reg32) smem_u32(dst),
+            s = in(reg64) src,
+            n = in(reg32) n,
+            options(nostack)
+        );
+    }
+}
+
+/// Closes the group of copies issued since the last commit (`cp.async.commit_group`).
+#[inline(always)]
+pub fn async_commit() {
+    // SAFETY: no operands; only groups this thread's earlier copies.
+    unsafe { core::arch::asm!("cp.async.commit_group;", options(nostack)) };
+}
+
+/// Waits until every asynchronous copy of this thread has landed (`cp.async.wait_all`). Other
+/// threads' copies become visible after a following [`sync_threads`].
+#[inline(always)]
+pub fn async_wait_all() {
+    // SAFETY: no operands; blocks this thread until its copies complete.
+    unsafe { core::arch::asm!("cp.async.wait_all;", options(nostack)) };
+}

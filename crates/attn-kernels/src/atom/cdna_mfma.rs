@@ -38,7 +38,7 @@
 #[cfg(any(all(target_arch = "amdgpu", gfx9), not(gpu)))]
 use super::{
     MmaAtom,
-    frag::{Half, load_packed},
+    frag::{Half, load_packed, pack},
 };
 use core::marker::PhantomData;
 
@@ -141,6 +141,17 @@ impl<E: Half> MmaAtom for CdnaMfma32x32x8<E> {
         hw::mma::<E>(a, b, c);
         #[cfg(not(gpu))]
         super::frag::emulate::<E, 2, 2, 16>(&SHAPE, a, b, c);
+    }
+
+    /// Issued transposed, each lane owns one row of `C`, and the 4 consecutive columns an `A`
+    /// fragment needs (`8kk + 4·(lane/32) + v`) are values `4·(kk % 4) + v` of fragment `kk / 4`.
+    const P_IN_REGISTERS: bool = true;
+
+    #[inline(always)]
+    fn p_to_a<const TN: usize>(s: &[[f32; 16]; TN], kk: usize) -> [u32; 2] {
+        let (f, o) = (&s[kk / 4], 4 * (kk % 4));
+        let p = |x: f32, y: f32| pack(E::from_f32(x), E::from_f32(y));
+        [p(f[o], f[o + 1]), p(f[o + 2], f[o + 3])]
     }
 }
 

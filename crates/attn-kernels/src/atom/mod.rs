@@ -59,4 +59,85 @@ pub trait MmaAtom {
     fn load_b(lane: u32, at: impl Fn(usize, usize) -> Self::E) -> Self::B;
     /// `c += a · b`.
     fn mma(a: &Self::A, b: &Self::B, c: &mut Self::C);
+
+    /// Whether [`MmaAtom::p_to_a`] builds `A` fragments from `C` fragments in registers (the
+    /// accumulator and operand layouts line up); otherwise P goes through shared memory.
+    const P_IN_REGISTERS: bool = false;
+
+    /// The `A` fragment of columns `kk·K .. (kk+1)·K` of a `[M, TN·N]` tile held as `TN`
+    /// accumulator fragments, rounded to `E` (only called when `P_IN_REGISTERS`).
+    #[inline(always)]
+    fn p_to_a<const TN: usize>(_s: &[Self::C; TN], _kk: usize) -> Self::A {
+        unreachable!("p_to_a on an atom whose accumulator does not map onto its A operand")
+    }
+
+    /// `A` fragment of the `[M, K]` shared-memory tile at `base` (row stride `stride` elements).
+    ///
+    /// # Safety
+    /// `base + m * stride + k` is readable shared memory for `m < M`, `k < K`.
+    #[inline(always)]
+    unsafe fn load_a_smem(lane: u32, base: *const Self::E, stride: usize) -> Self::A {
+        // SAFETY: in bounds by the caller's contract.
+        Self::load_a(lane, move |m, k| unsafe { *base.add(m * stride + k) })
+    }
+
+    /// `B` fragment of a `[K, N]` operand stored transposed, `[N, K]` (rows are `n`): the K tile
+    /// of `Q·Kᵀ`.
+    ///
+    /// # Safety
+    /// `base + n * stride + k` is readable shared memory for `n < N`, `k < K`.
+    #[inline(always)]
+    unsafe fn load_b_nk_smem(lane: u32, base: *const Self::E, stride: usize) -> Self::B {
+        // SAFETY: in bounds by the caller's contract.
+        Self::load_b(lane, move |k, n| unsafe { *base.add(n * stride + k) })
+    }
+
+    /// `B` fragment of a `[K, N]` operand stored as is (rows are `k`): the V tile of `P·V`.
+    ///
+    /// # Safety
+    /// `base + k * stride + n` is readable shared memory for `k < K`, `n < N`.
+    #[inline(always)]
+    unsafe fn load_b_kn_smem(lane: u32, base: *const Self::E, stride: usize) -> Self::B {
+        // SAFETY: in bounds by the caller's contract.
+        Self::load_b(lane, move |k, n| unsafe { *base.add(k * stride + n) })
+    }
 }
+
+/// The family of the target this crate is being compiled for, and its native matrix atom for
+/// 16-bit inputs. (The host build emulates NVIDIA's atom, or CDNA's under `host-wave64`.)
+#[cfg(target_arch = "nvptx64")]
+mod native {
+    /// This target's family.
+    pub const FAMILY: crate::fwd::policy::Family = crate::fwd::policy::Family::Sm80;
+    /// This target's matrix atom.
+    pub type Native<E> = super::sm80_m16n8k16::Sm80M16N8K16<E>;
+}
+#[cfg(all(target_arch = "amdgpu", gfx9))]
+mod native {
+    /// This target's family.
+    pub const FAMILY: crate::fwd::policy::Family = crate::fwd::policy::Family::Cdna;
+    /// This target's matrix atom.
+    pub type Native<E> = super::cdna_mfma::CdnaMfma32x32x8<E>;
+}
+#[cfg(all(target_arch = "amdgpu", gfx11))]
+mod native {
+    /// This target's family.
+    pub const FAMILY: crate::fwd::policy::Family = crate::fwd::policy::Family::Rdna3;
+    /// This target's matrix atom.
+    pub type Native<E> = super::rdna3_wmma::Rdna3Wmma16x16x16<E>;
+}
+#[cfg(all(not(gpu), not(feature = "host-wave64")))]
+mod native {
+    /// This target's family.
+    pub const FAMILY: crate::fwd::policy::Family = crate::fwd::policy::Family::Sm80;
+    /// This target's matrix atom.
+    pub type Native<E> = super::sm80_m16n8k16::Sm80M16N8K16<E>;
+}
+#[cfg(all(not(gpu), feature = "host-wave64"))]
+mod native {
+    /// This target's family.
+    pub const FAMILY: crate::fwd::policy::Family = crate::fwd::policy::Family::Cdna;
+    /// This target's matrix atom.
+    pub type Native<E> = super::cdna_mfma::CdnaMfma32x32x8<E>;
+}
+pub use native::{FAMILY, Native};

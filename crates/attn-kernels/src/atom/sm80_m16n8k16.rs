@@ -20,7 +20,7 @@
 #[cfg(any(target_arch = "nvptx64", not(gpu)))]
 use super::{
     MmaAtom,
-    frag::{Half, load_packed},
+    frag::{Half, load_packed, pack},
 };
 use core::marker::PhantomData;
 
@@ -124,6 +124,52 @@ impl<E: Half> MmaAtom for Sm80M16N8K16<E> {
         #[cfg(not(gpu))]
         super::frag::emulate::<E, 4, 2, 4>(&SHAPE, a, b, c);
     }
+
+    /// Two adjacent `C` fragments (columns `16kk .. 16kk + 16`) are exactly one `A` fragment:
+    /// `c0,c1 → a0,a1`, `c2,c3 → a2,a3` of the first and `a4..a7` of the second.
+    const P_IN_REGISTERS: bool = true;
+
+    #[inline(always)]
+    fn p_to_a<const TN: usize>(s: &[[f32; 4]; TN], kk: usize) -> [u32; 4] {
+        let (lo, hi) = (&s[2 * kk], &s[2 * kk + 1]);
+        let p = |x: f32, y: f32| pack(E::from_f32(x), E::from_f32(y));
+        [
+            p(lo[0], lo[1]),
+            p(lo[2], lo[3]),
+            p(hi[0], hi[1]),
+            p(hi[2], hi[3]),
+        ]
+    }
+
+    #[cfg(target_arch = "nvptx64")]
+    #[inline(always)]
+    unsafe fn load_a_smem(lane: u32, base: *const E, stride: usize) -> [u32; 4] {
+        // Lanes 8j..8j+7 address the rows of 8x8 matrix j: rows 0-7 / 8-15 (j % 2), columns
+        // 0-7 / 8-15 (j / 2); matrix j lands in register j = a(2j), a(2j+1).
+        let (j, r) = ((lane / 8) as usize, (lane % 8) as usize);
+        // SAFETY: the row is inside the tile by the caller's contract; rows are 16-byte aligned.
+        unsafe { hw::ldmatrix_x4(base.add((r + 8 * (j % 2)) * stride + 8 * (j / 2))) }
+    }
+
+    #[cfg(target_arch = "nvptx64")]
+    #[inline(always)]
+    unsafe fn load_b_nk_smem(lane: u32, base: *const E, stride: usize) -> [u32; 2] {
+        // Rows are n: matrix 0 holds k 0-7, matrix 1 k 8-15; thread t receives row g = t/4,
+        // columns 2(t%4), +1, which is b0,b1 (and b2,b3 from matrix 1).
+        let (j, r) = (((lane / 8) % 2) as usize, (lane % 8) as usize);
+        // SAFETY: as above.
+        unsafe { hw::ldmatrix_x2(base.add(r * stride + 8 * j), false) }
+    }
+
+    #[cfg(target_arch = "nvptx64")]
+    #[inline(always)]
+    unsafe fn load_b_kn_smem(lane: u32, base: *const E, stride: usize) -> [u32; 2] {
+        // Rows are k: matrix 0 is k 0-7, matrix 1 is k 8-15; `.trans` hands thread t the
+        // elements (k = 2(t%4), 2(t%4)+1; n = t/4) of each, which is b0,b1 / b2,b3.
+        let (j, r) = (((lane / 8) % 2) as usize, (lane % 8) as usize);
+        // SAFETY: as above.
+        unsafe { hw::ldmatrix_x2(base.add((r + 8 * j) * stride), true) }
+    }
 }
 
 /// The atom's shape for the host emulation.
@@ -165,9 +211,59 @@ pub unsafe fn probe<E: Half>(buf: u64) {
     }
 }
 
-/// The NVVM intrinsics.
+/// The NVVM intrinsics, and `ldmatrix` (whose intrinsic takes an addrspace(3) pointer that Rust
+/// cannot declare, so it is inline assembly).
 #[cfg(target_arch = "nvptx64")]
 mod hw {
+    use crate::arch::smem_u32;
+
+    /// Four 8x8 b16 matrices from shared memory (`ldmatrix.sync.aligned.m8n8.x4.shared.b16`).
+    ///
+    /// # Safety
+    /// Each lane's `p` is a 16-byte aligned row of 8 b16 values in shared memory.
+    #[doc(alias = "ldmatrix.sync.aligned.m8n8.x4.shared.b16")]
+    #[inline(always)]
+    pub(super) unsafe fn ldmatrix_x4<T>(p: *const T) -> [u32; 4] {
+        let (r0, r1, r2, r3): (u32, u32, u32, u32);
+        // SAFETY: forwarded from the caller; executed by the whole warp (uniform flow).
+        unsafe {
+            core::arch::asm!(
+                "ldmatrix.sync.aligned.m8n8.x4.shared.b16 {{{}, {}, {}, {}}}, [{}];",
+                out(reg32) r0, out(reg32) r1, out(reg32) r2, out(reg32) r3,
+                in(reg32) smem_u32(p),
+                options(nostack, readonly)
+            );
+        }
+        [r0, r1, r2, r3]
+    }
+
+    /// Two 8x8 b16 matrices (`ldmatrix…x2`, `.trans` when `trans`); lanes 0-15 give the rows.
+    ///
+    /// # Safety
+    /// As [`ldmatrix_x4`].
+    #[doc(alias = "ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16")]
+    #[inline(always)]
+    pub(super) unsafe fn ldmatrix_x2<T>(p: *const T, trans: bool) -> [u32; 2] {
+        let (r0, r1): (u32, u32);
+        // SAFETY: forwarded from the caller; executed by the whole warp (uniform flow).
+        unsafe {
+            if trans {
+                core::arch::asm!(
+                    "ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {{{}, {}}}, [{}];",
+                    out(reg32) r0, out(reg32) r1, in(reg32) smem_u32(p),
+                    options(nostack, readonly)
+                );
+            } else {
+                core::arch::asm!(
+                    "ldmatrix.sync.aligned.m8n8.x2.shared.b16 {{{}, {}}}, [{}];",
+                    out(reg32) r0, out(reg32) r1, in(reg32) smem_u32(p),
+                    options(nostack, readonly)
+                );
+            }
+        }
+        [r0, r1]
+    }
+
     use crate::atom::frag::Half;
     use core::arch::nvptx::f16x2;
 

@@ -15,29 +15,26 @@
 //! sum `l` and output `O` per row (online softmax: on a new max, `l` and `O` are rescaled by
 //! `2^(m_old - m_new)`). Each wave owns `TM · A::M` query rows.
 //!
-//! Shared memory holds the Q tile, one K-or-V tile (K, then V in the same buffer) and each wave's
-//! P tile, which turns P from the accumulator layout into the `A`-operand layout of `P·V`.
+//! Shared memory holds the Q tile, the K and V tiles (two buffers where copies are asynchronous,
+//! so that V(j) lands while `S = Q·K(j)ᵀ` runs and K(j+1) while `O += P·V(j)` runs; one shared
+//! buffer otherwise) and, for atoms whose accumulator layout is not their `A` layout, each wave's
+//! P tile. Tiles are copied 16 bytes at a time when every row is 16-byte aligned
+//! ([`attn_abi::FLAG_VEC16`]), element by element otherwise.
 use crate::arch::{
-    WAVE, block_idx, dyn_smem, exp2, lane_id, log2, rcp, shfl_xor_f32, sync_threads, thread_idx,
-    wave_id,
+    WAVE, async_commit, async_wait_all, block_idx, copy16_async, dyn_smem, exp2, lane_id, log2,
+    rcp, shfl_xor_f32, sync_threads, thread_idx, wave_id,
 };
 use crate::atom::MmaAtom;
 use crate::mask::Mask;
 use crate::numeric::{Element, LN_2};
-use attn_abi::FwdParams;
+use attn_abi::{FLAG_VEC16, FwdParams};
 
 pub mod policy;
 
-/// Copies a `[rows, cols]` tile from global memory into shared memory (row stride `dst_stride`),
-/// writing zeros outside `rows_valid × cols_valid`.
-///
-/// # Safety
-///
-/// `src` row `r < rows_valid` must be readable for `cols_valid` elements at `src + r * src_stride`;
-/// `dst` must hold `rows * dst_stride` elements of this block's shared memory, `cols <= dst_stride`.
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-unsafe fn load_tile<E: Element>(
+/// A tile copy from global to shared memory: `rows × cols` elements from `src` (row stride
+/// `src_stride`) into `dst` (row stride `dst_stride`), zeros outside `rows_valid × cols_valid`.
+#[derive(Clone, Copy)]
+struct TileCopy<E> {
     dst: *mut E,
     dst_stride: usize,
     rows: usize,
@@ -46,20 +43,62 @@ unsafe fn load_tile<E: Element>(
     src_stride: i64,
     rows_valid: usize,
     cols_valid: usize,
-) {
-    let threads = policy::THREADS as usize;
-    let mut idx = thread_idx() as usize;
-    while idx < rows * cols {
-        let (r, c) = (idx / cols, idx % cols);
-        let x = if r < rows_valid && c < cols_valid {
-            // SAFETY: in bounds by the caller's contract (r < rows_valid, c < cols_valid).
-            unsafe { *src.offset(r as isize * src_stride as isize + c as isize) }
+}
+
+impl<E: Element> TileCopy<E> {
+    /// Issues the copy by the whole block: 16-byte chunks (asynchronous where the target can)
+    /// when `vec16`, elements otherwise. Completes at `async_wait_all` + `sync_threads`.
+    ///
+    /// # Safety
+    /// Source rows `r < rows_valid` are readable for `cols_valid` elements; `dst` holds `rows`
+    /// rows of `dst_stride >= cols` elements of shared memory. With `vec16`, every source row and
+    /// `dst` row start is 16-byte aligned and `cols_valid` is a multiple of `16 / size_of::<E>()`.
+    #[inline(always)]
+    unsafe fn issue(self, vec16: bool) {
+        let threads = policy::THREADS as usize;
+        if vec16 {
+            let per = 16 / core::mem::size_of::<E>();
+            let chunks = self.cols / per;
+            let mut idx = thread_idx() as usize;
+            while idx < self.rows * chunks {
+                let (r, c) = (idx / chunks, (idx % chunks) * per);
+                let valid = r < self.rows_valid && c < self.cols_valid;
+                let src = if valid {
+                    self.src
+                        .wrapping_offset(r as isize * self.src_stride as isize + c as isize)
+                } else {
+                    self.src
+                };
+                // SAFETY: `dst` row r, chunk c is inside the tile and aligned; `src` is read only
+                // when valid, and then it is in bounds and aligned (the caller's contract).
+                unsafe {
+                    copy16_async(
+                        self.dst.add(r * self.dst_stride + c).cast(),
+                        src.cast(),
+                        valid,
+                    )
+                };
+                idx += threads;
+            }
         } else {
-            E::ZERO
-        };
-        // SAFETY: r < rows and c < cols <= dst_stride.
-        unsafe { *dst.add(r * dst_stride + c) = x };
-        idx += threads;
+            let mut idx = thread_idx() as usize;
+            while idx < self.rows * self.cols {
+                let (r, c) = (idx / self.cols, idx % self.cols);
+                let x = if r < self.rows_valid && c < self.cols_valid {
+                    // SAFETY: in bounds by the caller's contract.
+                    unsafe {
+                        *self
+                            .src
+                            .offset(r as isize * self.src_stride as isize + c as isize)
+                    }
+                } else {
+                    E::ZERO
+                };
+                // SAFETY: r < rows and c < cols <= dst_stride.
+                unsafe { *self.dst.add(r * self.dst_stride + c) = x };
+                idx += threads;
+            }
+        }
     }
 }
 
@@ -74,18 +113,27 @@ fn row_allreduce<A: MmaAtom>(mut x: f32, op: impl Fn(f32, f32) -> f32) -> f32 {
 
 /// Runs one block of the forward pass.
 ///
-/// Register tiles are indexed with plain `for` loops, never slice iterators: an iterator's
-/// non-null assumption on a tile's address keeps the tile out of registers on AMD.
-///
 /// Generic parameters: the atom `A`, `WAVES` waves per block, `TM` accumulator fragments of query
-/// rows per wave, `TN` fragments of keys per key block (`BLOCK_N = TN · A::N`) and `ND` fragments
-/// of the head dim (`D = ND · A::N`, the bucket: the problem's `D` and `Dv` are at most this).
+/// rows per wave, `TN` fragments of keys per key block (`BLOCK_N = TN · A::N`), `ND` fragments
+/// of the head dim (`D = ND · A::N`, the bucket: the problem's `D` and `Dv` are at most this) and
+/// `SPLIT_KV` (separate K and V buffers, see the module docs). Must agree with
+/// [`policy::fwd_tile`], which `instances.rs` reads.
 ///
 /// The grid is `(ceil(Sq / BLOCK_M), Hq, B)` with [`policy::THREADS`] threads per block and
 /// [`policy::smem_bytes`] bytes of dynamic shared memory. The host has validated `p`.
+///
+/// Register tiles are indexed with plain `for` loops, never slice iterators: an iterator's
+/// non-null assumption on a tile's address keeps the tile out of registers on AMD.
 #[inline(always)]
 #[allow(clippy::needless_range_loop)]
-pub fn run<A: MmaAtom, const WAVES: usize, const TM: usize, const TN: usize, const ND: usize>(
+pub fn run<
+    A: MmaAtom,
+    const WAVES: usize,
+    const TM: usize,
+    const TN: usize,
+    const ND: usize,
+    const SPLIT_KV: bool,
+>(
     p: &FwdParams,
 ) {
     // Work on a by-value copy: no pointer to the parameters (or to any register tile) may be
@@ -101,8 +149,9 @@ pub fn run<A: MmaAtom, const WAVES: usize, const TM: usize, const TN: usize, con
     let block_n = TN * A::N;
     let d = ND * A::N;
     let esize = core::mem::size_of::<A::E>();
-    let dp = policy::padded(d, esize); // row stride of q_s and kv_s, in elements
+    let dp = policy::padded(d, esize); // row stride of q_s, k_s, v_s, in elements
     let pp = policy::padded(block_n, esize); // row stride of p_s, in elements
+    let vec16 = p.flags & FLAG_VEC16 != 0;
 
     let (m_blk, h, b) = block_idx();
     let (h, b) = (h as i64, b as i64);
@@ -120,27 +169,39 @@ pub fn run<A: MmaAtom, const WAVES: usize, const TM: usize, const TN: usize, con
     let v_base = off(p.v, p.v_strides, g);
     let o_base = off(p.out, p.o_strides, h).cast_mut();
 
-    // Shared memory: q_s [BLOCK_M, dp], kv_s [BLOCK_N, dp], p_s [BLOCK_M, pp] (a slab per wave).
+    // Shared memory: q_s [BLOCK_M, dp], k_s and v_s [BLOCK_N, dp] (the same buffer unless
+    // SPLIT_KV), p_s [BLOCK_M, pp] (one slab per wave; only for atoms without P_IN_REGISTERS).
     let q_s = dyn_smem().cast::<A::E>();
-    let kv_s = q_s.wrapping_add(block_m * dp);
-    let p_s = kv_s.wrapping_add(block_n * dp);
+    let k_s = q_s.wrapping_add(block_m * dp);
+    let v_s = if SPLIT_KV {
+        k_s.wrapping_add(block_n * dp)
+    } else {
+        k_s
+    };
+    let p_s = v_s.wrapping_add(block_n * dp);
 
     let lane = lane_id();
     let row0 = wave_id() as usize * TM * A::M; // first query row of this wave, within the block
 
-    // SAFETY: rows m0..min(m0 + BLOCK_M, Sq) of q exist with `head_dim` elements each (host
-    // validated); q_s holds BLOCK_M rows of dp >= d elements.
-    unsafe {
-        load_tile(
-            q_s,
-            dp,
-            block_m,
-            d,
-            q_base.wrapping_offset((m0 as i64 * p.q_strides[1]) as isize),
-            p.q_strides[1],
-            sq.saturating_sub(m0),
-            dq,
-        )
+    let kv_copy = move |dst: *mut A::E, base: *const A::E, stride: i64, n0: usize, cols| TileCopy {
+        dst,
+        dst_stride: dp,
+        rows: block_n,
+        cols: d,
+        src: base.wrapping_offset((n0 as i64 * stride) as isize),
+        src_stride: stride,
+        rows_valid: sk.saturating_sub(n0),
+        cols_valid: cols,
+    };
+    let q_copy = TileCopy {
+        dst: q_s,
+        dst_stride: dp,
+        rows: block_m,
+        cols: d,
+        src: q_base.wrapping_offset((m0 as i64 * p.q_strides[1]) as isize),
+        src_stride: p.q_strides[1],
+        rows_valid: sq.saturating_sub(m0),
+        cols_valid: dq,
     };
 
     // o: [TM][ND] fragments = [TM·M, D] f32 rows of this wave; m, l: running max / partial sum.
@@ -155,24 +216,34 @@ pub fn run<A: MmaAtom, const WAVES: usize, const TM: usize, const TN: usize, con
 
     let rows = m0 as i64..(m0 + block_m).min(sq.max(1)) as i64;
     let (n_lo, n_hi) = mask.key_blocks(rows, block_n as i64);
-    for nb in n_lo as usize..n_hi as usize {
+    let (n_lo, n_hi) = (n_lo as usize, n_hi as usize);
+
+    // SAFETY: (this and every copy below) rows m0.. of q and n0.. of k/v exist up to Sq/Sk and
+    // hold D/Dv elements (host validated, rows_valid clamps); the host sets FLAG_VEC16 only when
+    // every row is 16-byte aligned; the tiles fit the dynamic shared memory (policy).
+    unsafe { q_copy.issue(vec16) };
+    if SPLIT_KV && n_lo < n_hi {
+        // SAFETY: as above.
+        unsafe { kv_copy(k_s, k_base, p.k_strides[1], n_lo * block_n, dq).issue(vec16) };
+    }
+    async_commit();
+
+    for nb in n_lo..n_hi {
         let n0 = nb * block_n;
-        let keys_valid = sk.saturating_sub(n0);
-        sync_threads(); // the previous V tile is no longer read
-        // SAFETY: key rows n0..min(n0 + BLOCK_N, Sk) exist; kv_s holds BLOCK_N rows of dp.
-        unsafe {
-            load_tile(
-                kv_s,
-                dp,
-                block_n,
-                d,
-                k_base.wrapping_offset((n0 as i64 * p.k_strides[1]) as isize),
-                p.k_strides[1],
-                keys_valid,
-                dq,
-            )
-        };
-        sync_threads();
+        if SPLIT_KV {
+            async_wait_all();
+            sync_threads(); // K(nb) and Q visible; every wave is done with V(nb - 1)
+            // SAFETY: as above.
+            unsafe { kv_copy(v_s, v_base, p.v_strides[1], n0, dv).issue(vec16) };
+            async_commit();
+        } else {
+            sync_threads(); // every wave is done with V(nb - 1)
+            // SAFETY: as above.
+            unsafe { kv_copy(k_s, k_base, p.k_strides[1], n0, dq).issue(vec16) };
+            async_commit();
+            async_wait_all();
+            sync_threads();
+        }
 
         // s: [TM][TN] fragments = S[TM·M, BLOCK_N] = Q·Kᵀ for this wave's rows.
         let mut s = [[A::C::default(); TN]; TM];
@@ -180,15 +251,14 @@ pub fn run<A: MmaAtom, const WAVES: usize, const TM: usize, const TN: usize, con
             let mut a = [A::load_a(lane, |_, _| A::E::ZERO); TM];
             for t in 0..TM {
                 // SAFETY: rows < BLOCK_M and cols < d index inside q_s.
-                a[t] = A::load_a(lane, move |r, c| unsafe {
-                    *q_s.add((row0 + t * A::M + r) * dp + kd * A::K + c)
-                });
+                a[t] = unsafe {
+                    A::load_a_smem(lane, q_s.add((row0 + t * A::M) * dp + kd * A::K), dp)
+                };
             }
             for tn in 0..TN {
-                // SAFETY: rows < BLOCK_N and cols < d index inside kv_s.
-                let bf = A::load_b(lane, move |k, n| unsafe {
-                    *kv_s.add((tn * A::N + n) * dp + kd * A::K + k)
-                });
+                // SAFETY: rows < BLOCK_N and cols < d index inside k_s.
+                let bf =
+                    unsafe { A::load_b_nk_smem(lane, k_s.add(tn * A::N * dp + kd * A::K), dp) };
                 for t in 0..TM {
                     A::mma(&a[t], &bf, &mut s[t][tn]);
                 }
@@ -242,56 +312,62 @@ pub fn run<A: MmaAtom, const WAVES: usize, const TM: usize, const TN: usize, con
             }
         }
 
-        sync_threads(); // every wave is done reading K
-        // SAFETY: as for K above.
-        unsafe {
-            load_tile(
-                kv_s,
-                dp,
-                block_n,
-                d,
-                v_base.wrapping_offset((n0 as i64 * p.v_strides[1]) as isize),
-                p.v_strides[1],
-                keys_valid,
-                dv,
-            )
-        };
-        // P (rounded to the input type) into this wave's slab of p_s, in the C layout.
-        for t in 0..TM {
-            for tn in 0..TN {
-                let frag = s[t][tn];
-                for v in 0..A::C_VALS {
-                    let (r, c) = A::c_coord(lane, v);
-                    // SAFETY: row < BLOCK_M and col < BLOCK_N <= pp index inside p_s.
-                    unsafe {
-                        *p_s.add((row0 + t * A::M + r) * pp + tn * A::N + c) =
-                            A::E::from_f32(frag[v])
-                    };
+        if !A::P_IN_REGISTERS {
+            // P (rounded to the input type) into this wave's slab of p_s, in the C layout.
+            for t in 0..TM {
+                for tn in 0..TN {
+                    let frag = s[t][tn];
+                    for v in 0..A::C_VALS {
+                        let (r, c) = A::c_coord(lane, v);
+                        // SAFETY: row < BLOCK_M and col < BLOCK_N <= pp index inside p_s.
+                        unsafe {
+                            *p_s.add((row0 + t * A::M + r) * pp + tn * A::N + c) =
+                                A::E::from_f32(frag[v])
+                        };
+                    }
                 }
             }
         }
-        sync_threads();
+        if SPLIT_KV {
+            async_wait_all();
+            sync_threads(); // V(nb) visible; every wave is done with K(nb)
+            if nb + 1 < n_hi {
+                // SAFETY: as above.
+                unsafe { kv_copy(k_s, k_base, p.k_strides[1], n0 + block_n, dq).issue(vec16) };
+                async_commit();
+            }
+        } else {
+            sync_threads(); // every wave is done with K(nb)
+            // SAFETY: as above.
+            unsafe { kv_copy(v_s, v_base, p.v_strides[1], n0, dv).issue(vec16) };
+            async_commit();
+            async_wait_all();
+            sync_threads();
+        }
 
         // o += P·V: [TM·M, BLOCK_N] · [BLOCK_N, D].
-        for kn in 0..block_n / A::K {
+        for kk in 0..block_n / A::K {
             let mut a = [A::load_a(lane, |_, _| A::E::ZERO); TM];
             for t in 0..TM {
-                // SAFETY: rows < BLOCK_M and cols < BLOCK_N index inside p_s.
-                a[t] = A::load_a(lane, move |r, c| unsafe {
-                    *p_s.add((row0 + t * A::M + r) * pp + kn * A::K + c)
-                });
+                a[t] = if A::P_IN_REGISTERS {
+                    A::p_to_a::<TN>(&s[t], kk)
+                } else {
+                    // SAFETY: rows < BLOCK_M and cols < BLOCK_N index inside p_s.
+                    unsafe { A::load_a_smem(lane, p_s.add((row0 + t * A::M) * pp + kk * A::K), pp) }
+                };
             }
             for nd in 0..ND {
-                // SAFETY: rows < BLOCK_N and cols < d index inside kv_s.
-                let bf = A::load_b(lane, move |k, n| unsafe {
-                    *kv_s.add((kn * A::K + k) * dp + nd * A::N + n)
-                });
+                // SAFETY: rows < BLOCK_N and cols < d index inside v_s.
+                let bf =
+                    unsafe { A::load_b_kn_smem(lane, v_s.add(kk * A::K * dp + nd * A::N), dp) };
                 for t in 0..TM {
                     A::mma(&a[t], &bf, &mut o[t][nd]);
                 }
             }
         }
     }
+    // No copy may be in flight when the block exits (a block with no key block issued Q only).
+    async_wait_all();
 
     // Epilogue: O /= l, lse = ln2 · (m + log2 l); rows with nothing visible get O = 0, lse = -inf.
     let lse_base =

@@ -1,41 +1,100 @@
-//! Tile sizes of the forward kernels: one pure function shared by the kernels and the host.
+//! Tile sizes of the forward kernels: one pure function, [`fwd_tile`], shared by the kernels
+//! (through `instances.rs`) and the host (to size the grid and shared memory).
 use attn_abi::DType;
 
 /// Threads per block of every forward kernel (4 warps on NVIDIA and RDNA3, 2 waves on CDNA).
 pub const THREADS: u32 = 128;
 
-/// Padding (in bytes) added to every shared-memory row, so that rows start on different banks.
+/// Padding (in bytes) added to every shared-memory row, so that the 8 rows an `ldmatrix` (or a
+/// column of lanes) reads start on different banks.
 pub const ROW_PAD_BYTES: usize = 16;
+
+/// The matrix-instruction family of a target; it decides the atom and the tile.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Family {
+    /// NVIDIA sm_80 and up: `mma.sync.m16n8k16`, `ldmatrix`, `cp.async` (up to 227 KiB smem).
+    Sm80,
+    /// AMD CDNA2/3 (gfx90a, gfx942): `v_mfma_f32_32x32x8`, wave64, 64 KiB LDS.
+    Cdna,
+    /// AMD RDNA3 (gfx11): `v_wmma_f32_16x16x16`, wave32, 64 KiB LDS.
+    Rdna3,
+}
+
+impl Family {
+    /// The family of a device architecture name (`"sm_90"`, `"gfx942:sramecc+:xnack-"`, …).
+    pub fn of_arch(arch: &str) -> Option<Family> {
+        if let Some(sm) = arch.strip_prefix("sm_") {
+            let cc: u32 = sm
+                .trim_end_matches(|c: char| c.is_ascii_alphabetic())
+                .parse()
+                .ok()?;
+            return (cc >= 80).then_some(Family::Sm80);
+        }
+        let gfx = arch.split(':').next()?.strip_prefix("gfx")?;
+        if gfx == "90a" || gfx.starts_with("94") || gfx.starts_with("95") {
+            Some(Family::Cdna)
+        } else if gfx.starts_with("11") {
+            Some(Family::Rdna3)
+        } else {
+            None
+        }
+    }
+}
 
 /// The tile shape of one forward kernel instance.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FwdTile {
     /// Accumulator fragments stacked along the query rows of each wave.
     pub tm: usize,
+    /// Query rows per block (`BLOCK_M`).
+    pub block_m: usize,
     /// Keys per block step (`BLOCK_N`).
     pub block_n: usize,
+    /// Separate K and V buffers: V(j) is copied while `S = Q·K(j)ᵀ` runs and K(j+1) while
+    /// `O += P·V(j)` runs. Only worth it where copies are asynchronous (NVIDIA `cp.async`).
+    pub split_kv: bool,
+    /// P goes through shared memory to become an `A` operand (the atom cannot do it in
+    /// registers).
+    pub p_in_smem: bool,
 }
 
-/// The tile of the FMA-atom forward kernel for `dtype` and head-dim bucket `d`.
+/// The tile for `dtype` and head-dim bucket `d` on `family`.
 ///
-/// The FMA atom holds `WAVE / 4` rows per wave and `128 / WAVE` waves run per block, so a block
-/// covers `32 * tm` query rows on every target. Sizes are chosen so that shared memory stays within
-/// 48 KiB (CUDA's default dynamic limit, and well inside AMD's 64 KiB of LDS).
-pub const fn fma_tile(dtype: DType, d: usize) -> FwdTile {
-    match (dtype.size(), d) {
-        (2, 256) => FwdTile { tm: 2, block_n: 16 },
-        (2, 32) => FwdTile { tm: 2, block_n: 32 },
-        (2, _) => FwdTile { tm: 2, block_n: 64 },
-        (_, 256) => FwdTile { tm: 1, block_n: 8 },
-        (_, 128) => FwdTile { tm: 1, block_n: 32 },
-        (_, 64) => FwdTile { tm: 2, block_n: 32 },
-        _ => FwdTile { tm: 1, block_n: 16 },
+/// f32 runs on the FMA atom (`WAVE/4` rows per wave, `128/WAVE` waves: `32·tm` rows per block on
+/// every target); f16/bf16 on the family's matrix atom (16 rows × 4 warps, 32 rows × 2 waves,
+/// 16 rows × 4 waves: `64·tm` rows per block). Shared memory stays within 64 KiB on AMD.
+pub const fn fwd_tile(family: Family, dtype: DType, d: usize) -> FwdTile {
+    let nv = matches!(family, Family::Sm80);
+    if matches!(dtype, DType::F32) {
+        let (tm, block_n) = match d {
+            256 => (1, 8),
+            128 => (1, 32),
+            64 => (2, 32),
+            _ => (1, 16),
+        };
+        return FwdTile {
+            tm,
+            block_m: 32 * tm,
+            block_n,
+            split_kv: nv,
+            p_in_smem: true,
+        };
     }
-}
-
-/// Query rows per block for a tile (independent of the wave size, see [`fma_tile`]).
-pub const fn block_m(tile: FwdTile) -> usize {
-    32 * tile.tm
+    let (tm, block_n) = match (family, d) {
+        (Family::Sm80, 256) => (1, 32),
+        (Family::Sm80, 128) => (2, 32),
+        (Family::Sm80, _) => (2, 64),
+        (Family::Rdna3, 256) | (Family::Cdna, 256) => (1, 32),
+        (Family::Rdna3, _) | (Family::Cdna, 128) => (1, 64),
+        (Family::Cdna, _) => (2, 64),
+    };
+    FwdTile {
+        tm,
+        block_m: 64 * tm,
+        block_n,
+        split_kv: nv,
+        p_in_smem: matches!(family, Family::Rdna3),
+    }
 }
 
 /// Elements per shared-memory row of width `cols` (padded by [`ROW_PAD_BYTES`]).
@@ -43,13 +102,19 @@ pub const fn padded(cols: usize, esize: usize) -> usize {
     cols + ROW_PAD_BYTES / esize
 }
 
-/// Dynamic shared memory of a forward block: the Q tile `[BLOCK_M, D]`, one K-or-V tile
-/// `[BLOCK_N, D]` and the P tile `[BLOCK_M, BLOCK_N]`, each row padded.
-pub const fn smem_bytes(dtype: DType, d: usize) -> usize {
-    let t = fma_tile(dtype, d);
+/// Dynamic shared memory of a forward block: the Q tile `[BLOCK_M, D]`, one or two K/V tiles
+/// `[BLOCK_N, D]`, and the P tile `[BLOCK_M, BLOCK_N]` when P goes through shared memory; every
+/// row padded.
+pub const fn smem_bytes(family: Family, dtype: DType, d: usize) -> usize {
+    let t = fwd_tile(family, dtype, d);
     let e = dtype.size();
-    let (bm, bn) = (block_m(t), t.block_n);
-    ((bm + bn) * padded(d, e) + bm * padded(bn, e)) * e
+    let kv = if t.split_kv { 2 } else { 1 };
+    let p = if t.p_in_smem {
+        t.block_m * padded(t.block_n, e)
+    } else {
+        0
+    };
+    ((t.block_m + kv * t.block_n) * padded(d, e) + p) * e
 }
 
 #[cfg(test)]
@@ -58,15 +123,44 @@ mod tests {
     use attn_abi::FWD_HEAD_DIMS;
 
     #[test]
-    fn every_instance_fits_48k_and_divides_its_atom() {
-        for dtype in DType::ALL {
-            for d in FWD_HEAD_DIMS {
-                let d = d as usize;
-                let t = fma_tile(dtype, d);
-                assert!(smem_bytes(dtype, d) <= 48 * 1024, "{dtype:?} d{d}");
-                assert_eq!(t.block_n % 8, 0);
-                assert_eq!(d % 8, 0);
+    fn every_instance_fits_its_target_and_divides_its_atoms() {
+        for family in [Family::Sm80, Family::Cdna, Family::Rdna3] {
+            let limit = match family {
+                Family::Sm80 => 227 * 1024,
+                _ => 64 * 1024,
+            };
+            for dtype in DType::ALL {
+                for d in FWD_HEAD_DIMS {
+                    let d = d as usize;
+                    let t = fwd_tile(family, dtype, d);
+                    assert!(
+                        smem_bytes(family, dtype, d) <= limit,
+                        "{family:?} {dtype:?} d{d}"
+                    );
+                    // Key blocks split into whole atoms: N and K of mma.sync (8, 16), MFMA
+                    // (32, 8) and WMMA (16, 16) divide 32; those of FMA (8, 4) divide 8.
+                    let atoms = if matches!(dtype, DType::F32) { 8 } else { 32 };
+                    assert_eq!(t.block_n % atoms, 0, "{family:?} {dtype:?} d{d}");
+                    assert_eq!(d % 32, 0);
+                    assert_eq!(t.block_m % 32, 0);
+                }
             }
         }
+    }
+
+    #[test]
+    fn families_are_recognised_from_arch_names() {
+        assert_eq!(Family::of_arch("sm_90"), Some(Family::Sm80));
+        assert_eq!(Family::of_arch("sm_90a"), Some(Family::Sm80));
+        assert_eq!(Family::of_arch("sm_120"), Some(Family::Sm80));
+        assert_eq!(Family::of_arch("sm_75"), None);
+        assert_eq!(
+            Family::of_arch("gfx942:sramecc+:xnack-"),
+            Some(Family::Cdna)
+        );
+        assert_eq!(Family::of_arch("gfx90a"), Some(Family::Cdna));
+        assert_eq!(Family::of_arch("gfx1100"), Some(Family::Rdna3));
+        assert_eq!(Family::of_arch("gfx1030"), None);
+        assert_eq!(Family::of_arch("gfx908"), None);
     }
 }
