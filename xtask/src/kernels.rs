@@ -47,7 +47,7 @@ struct Spec {
 /// with `#pragma unroll`. LLVM's NVPTX default leaves loops over accumulator fragments rolled,
 /// which puts the fragments in local memory (ptxas reports a stack frame). AMDGPU's own heuristic
 /// already unrolls loops that index private arrays.
-const NVPTX_LLVM_ARGS: &[&str] = &["-unroll-threshold=8000", "-nvptx-sched4reg"];
+const NVPTX_LLVM_ARGS: &[&str] = &["-unroll-threshold=8000"];
 
 const TARGETS: [Spec; 5] = [
     Spec {

@@ -40,6 +40,7 @@ macro_rules! fwd {
                 { T.tm },
                 { T.block_n / <A as MmaAtom>::N },
                 { $d / <A as MmaAtom>::N },
+                { T.block_n / <A as MmaAtom>::K },
                 { T.split_kv },
             >(p)
         }

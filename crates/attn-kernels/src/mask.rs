@@ -51,6 +51,25 @@ impl Mask {
         self.left.is_none_or(|l| j >= d - l) && self.right.is_none_or(|r| j <= d + r)
     }
 
+    /// Whether every key of `cols` is visible to every query of `rows` (both non-empty): such a
+    /// block needs no per-element masking.
+    #[inline(always)]
+    pub fn block_is_full(&self, rows: core::ops::Range<i64>, cols: core::ops::Range<i64>) -> bool {
+        if cols.start < 0 || cols.end > self.sk {
+            return false;
+        }
+        if !self.window {
+            return true;
+        }
+        // The tightest row for each side: the last row for the left bound, the first row for
+        // the right bound.
+        self.left
+            .is_none_or(|l| cols.start >= rows.end - 1 + self.off - l)
+            && self
+                .right
+                .is_none_or(|r| cols.end - 1 <= rows.start + self.off + r)
+    }
+
     /// Half-open range of key blocks (of `bn` keys) that hold a visible key for some query row in
     /// `rows` (`rows.start < rows.end`). Blocks outside it are skipped, not masked.
     #[inline(always)]
@@ -145,6 +164,22 @@ mod tests {
                             r0 += bm;
                         }
                     }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn full_blocks_are_exactly_those_with_every_key_visible() {
+        for m in masks() {
+            for (r0, r1) in [(0i64, 1i64), (0, 4), (3, 9), (10, 26), (30, 40)] {
+                for (c0, c1) in [(0i64, 1i64), (0, 8), (5, 13), (16, 32), (60, 70)] {
+                    let all = (r0..r1).all(|i| (c0..c1).all(|j| m.visible(i, j)));
+                    assert_eq!(
+                        m.block_is_full(r0..r1, c0..c1),
+                        all,
+                        "{m:?} rows {r0}..{r1} cols {c0}..{c1}"
+                    );
                 }
             }
         }

@@ -525,7 +525,7 @@ mod mainloop {
     use attn_kernels::fwd::{self, policy};
     use attn_kernels::numeric::{Element, F16};
 
-    /// Runs `fwd::run::<A, WAVES, TM, TN, ND, SPLIT_KV>` (f16, `D = Dv = ND · A::N`) on a small problem
+    /// Runs `fwd::run::<A, WAVES, TM, TN, ND, KK, SPLIT_KV>` (f16, `D = Dv = ND · A::N`) on a small problem
     /// with partial query and key blocks and grouped heads, against an f64 attention on the same
     /// rounded inputs.
     pub fn fwd_matches_reference<
@@ -534,6 +534,7 @@ mod mainloop {
         const TM: usize,
         const TN: usize,
         const ND: usize,
+        const KK: usize,
         const SPLIT_KV: bool,
     >(
         vec16: bool,
@@ -579,7 +580,7 @@ mod mainloop {
         let smem = ((block_m + 2 * block_n) * dp + block_m * policy::padded(block_n, 2)) * 2;
         let grid = (sq.div_ceil(block_m) as u32, hq as u32, b as u32);
         launch(grid, policy::THREADS, smem, || {
-            fwd::run::<A, WAVES, TM, TN, ND, SPLIT_KV>(&p)
+            fwd::run::<A, WAVES, TM, TN, ND, KK, SPLIT_KV>(&p)
         });
 
         for h in 0..hq {
@@ -624,8 +625,8 @@ mod mainloop {
 fn fwd_runs_on_the_sm80_atom() {
     use attn_kernels::numeric::F16;
     // 4 warps × 16 rows; BLOCK_N = 2 · 8; D = 4 · 8; both K/V buffer schemes, both copy paths.
-    mainloop::fwd_matches_reference::<sm80::Sm80M16N8K16<F16>, 4, 1, 2, 4, true>(true);
-    mainloop::fwd_matches_reference::<sm80::Sm80M16N8K16<F16>, 4, 1, 2, 4, false>(false);
+    mainloop::fwd_matches_reference::<sm80::Sm80M16N8K16<F16>, 4, 1, 2, 4, 1, true>(true);
+    mainloop::fwd_matches_reference::<sm80::Sm80M16N8K16<F16>, 4, 1, 2, 4, 1, false>(false);
 }
 
 #[cfg(not(feature = "host-wave64"))]
@@ -633,7 +634,9 @@ fn fwd_runs_on_the_sm80_atom() {
 fn fwd_runs_on_the_wmma_atom() {
     use attn_kernels::numeric::F16;
     // 4 waves × 16 rows; BLOCK_N = 16; D = 2 · 16.
-    mainloop::fwd_matches_reference::<rdna3_wmma::Rdna3Wmma16x16x16<F16>, 4, 1, 1, 2, false>(true);
+    mainloop::fwd_matches_reference::<rdna3_wmma::Rdna3Wmma16x16x16<F16>, 4, 1, 1, 2, 1, false>(
+        true,
+    );
 }
 
 #[cfg(feature = "host-wave64")]
@@ -641,5 +644,5 @@ fn fwd_runs_on_the_wmma_atom() {
 fn fwd_runs_on_the_mfma_atom() {
     use attn_kernels::numeric::F16;
     // 2 waves × 32 rows; BLOCK_N = 32; D = 32.
-    mainloop::fwd_matches_reference::<cdna_mfma::CdnaMfma32x32x8<F16>, 2, 1, 1, 1, false>(true);
+    mainloop::fwd_matches_reference::<cdna_mfma::CdnaMfma32x32x8<F16>, 2, 1, 1, 1, 4, false>(true);
 }

@@ -183,3 +183,15 @@ pub fn async_commit() {}
 /// Waits for this thread's copies (they are synchronous here).
 #[inline(always)]
 pub fn async_wait_all() {}
+
+/// Rounds `lo`, `hi` to f16 (nearest even) and packs them, `lo` in bits 0..16.
+#[inline(always)]
+pub fn pack_f16x2(lo: f32, hi: f32) -> u32 {
+    super::cvt::f32_to_f16(lo) as u32 | (super::cvt::f32_to_f16(hi) as u32) << 16
+}
+
+/// Rounds `lo`, `hi` to bf16 (nearest even) and packs them, `lo` in bits 0..16.
+#[inline(always)]
+pub fn pack_bf16x2(lo: f32, hi: f32) -> u32 {
+    super::cvt::f32_to_bf16(lo) as u32 | (super::cvt::f32_to_bf16(hi) as u32) << 16
+}

@@ -99,21 +99,31 @@ pub fn fma(a: f32, b: f32, c: f32) -> f32 {
     core::intrinsics::fmaf32(a, b, c)
 }
 
-/// The 32-bit shared-window address of a generic pointer into shared memory (the form
-/// `cp.async`, `ldmatrix` and friends take).
+/// The 32-bit shared-window address of the dynamic shared-memory base.
 #[inline(always)]
-pub fn smem_u32<T>(p: *const T) -> u32 {
+fn smem_base_u32() -> u32 {
     let r: u32;
-    // SAFETY: pure address arithmetic; the caller passes a pointer into shared memory.
+    // SAFETY: pure address conversion of the dynamic shared-memory symbol. `pure` + `nomem` with
+    // an unchanging input lets LLVM compute it once per kernel.
     unsafe {
         core::arch::asm!(
             "{{ .reg .u64 t; cvta.to.shared.u64 t, {p}; cvt.u32.u64 {r}, t; }}",
             r = out(reg32) r,
-            p = in(reg64) p,
+            p = in(reg64) dyn_smem(),
             options(pure, nomem, nostack)
         );
     }
     r
+}
+
+/// The 32-bit shared-window address of a generic pointer into the dynamic shared memory (the
+/// form `cp.async`, `ldmatrix` and friends take): the base's window address plus the byte offset,
+/// so each access costs an integer add instead of its own `cvta.to.shared`.
+///
+/// Every shared pointer in these kernels is derived from [`dyn_smem`].
+#[inline(always)]
+pub fn smem_u32<T>(p: *const T) -> u32 {
+    smem_base_u32().wrapping_add((p as usize).wrapping_sub(dyn_smem() as usize) as u32)
 }
 
 /// Copies 16 bytes from global `src` to shared `dst` asynchronously (`cp.async.cg`), or writes
@@ -150,4 +160,32 @@ pub fn async_commit() {
 pub fn async_wait_all() {
     // SAFETY: no operands; blocks this thread until its copies complete.
     unsafe { core::arch::asm!("cp.async.wait_all;", options(nostack)) };
+}
+
+/// Rounds `lo`, `hi` to f16 (nearest even) and packs them, `lo` in bits 0..16
+/// (`cvt.rn.f16x2.f32`, one instruction).
+#[doc(alias = "cvt.rn.f16x2.f32")]
+#[inline(always)]
+pub fn pack_f16x2(lo: f32, hi: f32) -> u32 {
+    let r: u32;
+    // SAFETY: pure register conversion. The first source goes to the upper half.
+    unsafe {
+        core::arch::asm!("cvt.rn.f16x2.f32 {}, {}, {};", out(reg32) r, in(reg32) hi, in(reg32) lo,
+            options(pure, nomem, nostack));
+    }
+    r
+}
+
+/// Rounds `lo`, `hi` to bf16 (nearest even) and packs them, `lo` in bits 0..16
+/// (`cvt.rn.bf16x2.f32`, one instruction).
+#[doc(alias = "cvt.rn.bf16x2.f32")]
+#[inline(always)]
+pub fn pack_bf16x2(lo: f32, hi: f32) -> u32 {
+    let r: u32;
+    // SAFETY: pure register conversion. The first source goes to the upper half.
+    unsafe {
+        core::arch::asm!("cvt.rn.bf16x2.f32 {}, {}, {};", out(reg32) r, in(reg32) hi, in(reg32) lo,
+            options(pure, nomem, nostack));
+    }
+    r
 }

@@ -38,7 +38,7 @@
 #[cfg(any(all(target_arch = "amdgpu", gfx9), not(gpu)))]
 use super::{
     MmaAtom,
-    frag::{Half, load_packed, pack},
+    frag::{Half, load_packed},
 };
 use core::marker::PhantomData;
 
@@ -150,7 +150,7 @@ impl<E: Half> MmaAtom for CdnaMfma32x32x8<E> {
     #[inline(always)]
     fn p_to_a<const TN: usize>(s: &[[f32; 16]; TN], kk: usize) -> [u32; 2] {
         let (f, o) = (&s[kk / 4], 4 * (kk % 4));
-        let p = |x: f32, y: f32| pack(E::from_f32(x), E::from_f32(y));
+        let p = E::pack2;
         [p(f[o], f[o + 1]), p(f[o + 2], f[o + 3])]
     }
 }

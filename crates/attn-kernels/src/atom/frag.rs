@@ -14,6 +14,9 @@ pub trait Half: Element {
     fn to_bits(self) -> u16;
     /// From a bit pattern.
     fn from_bits(bits: u16) -> Self;
+    /// Rounds two `f32` to this type and packs them, `lo` in bits `0..16` (one instruction
+    /// where the target has it).
+    fn pack2(lo: f32, hi: f32) -> u32;
 }
 
 impl Half for F16 {
@@ -26,6 +29,10 @@ impl Half for F16 {
     fn from_bits(bits: u16) -> Self {
         F16(bits)
     }
+    #[inline(always)]
+    fn pack2(lo: f32, hi: f32) -> u32 {
+        crate::arch::pack_f16x2(lo, hi)
+    }
 }
 
 impl Half for Bf16 {
@@ -37,6 +44,10 @@ impl Half for Bf16 {
     #[inline(always)]
     fn from_bits(bits: u16) -> Self {
         Bf16(bits)
+    }
+    #[inline(always)]
+    fn pack2(lo: f32, hi: f32) -> u32 {
+        crate::arch::pack_bf16x2(lo, hi)
     }
 }
 

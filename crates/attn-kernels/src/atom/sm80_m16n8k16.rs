@@ -20,7 +20,7 @@
 #[cfg(any(target_arch = "nvptx64", not(gpu)))]
 use super::{
     MmaAtom,
-    frag::{Half, load_packed, pack},
+    frag::{Half, load_packed},
 };
 use core::marker::PhantomData;
 
@@ -132,7 +132,7 @@ impl<E: Half> MmaAtom for Sm80M16N8K16<E> {
     #[inline(always)]
     fn p_to_a<const TN: usize>(s: &[[f32; 4]; TN], kk: usize) -> [u32; 4] {
         let (lo, hi) = (&s[2 * kk], &s[2 * kk + 1]);
-        let p = |x: f32, y: f32| pack(E::from_f32(x), E::from_f32(y));
+        let p = E::pack2;
         [
             p(lo[0], lo[1]),
             p(lo[2], lo[3]),

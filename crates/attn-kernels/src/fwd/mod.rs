@@ -115,8 +115,9 @@ fn row_allreduce<A: MmaAtom>(mut x: f32, op: impl Fn(f32, f32) -> f32) -> f32 {
 ///
 /// Generic parameters: the atom `A`, `WAVES` waves per block, `TM` accumulator fragments of query
 /// rows per wave, `TN` fragments of keys per key block (`BLOCK_N = TN · A::N`), `ND` fragments
-/// of the head dim (`D = ND · A::N`, the bucket: the problem's `D` and `Dv` are at most this) and
-/// `SPLIT_KV` (separate K and V buffers, see the module docs). Must agree with
+/// of the head dim (`D = ND · A::N`, the bucket: the problem's `D` and `Dv` are at most this),
+/// `KK = BLOCK_N / A::K` reduction steps of `P·V`, and `SPLIT_KV` (separate K and V buffers, see
+/// the module docs). Must agree with
 /// [`policy::fwd_tile`], which `instances.rs` reads.
 ///
 /// The grid is `(ceil(Sq / BLOCK_M), Hq, B)` with [`policy::THREADS`] threads per block and
@@ -132,6 +133,7 @@ pub fn run<
     const TM: usize,
     const TN: usize,
     const ND: usize,
+    const KK: usize,
     const SPLIT_KV: bool,
 >(
     p: &FwdParams,
@@ -144,6 +146,7 @@ pub fn run<
         assert!(WAVES * WAVE as usize == policy::THREADS as usize);
         assert!((ND * A::N).is_multiple_of(A::K));
         assert!((TN * A::N).is_multiple_of(A::K));
+        assert!(KK * A::K == TN * A::N);
     }
     let block_m = WAVES * TM * A::M;
     let block_n = TN * A::N;
@@ -158,8 +161,18 @@ pub fn run<
     let g = h / (p.heads_q / p.heads_k) as i64;
     let (sq, sk) = (p.seqlen_q as usize, p.seqlen_k as usize);
     let (dq, dv) = (p.head_dim as usize, p.head_dim_v as usize);
-    let m0 = m_blk as usize * block_m;
     let mask = Mask::from_params(&p);
+    // With a causal/window mask the query blocks near the end of a bottom-right (or the
+    // start of a top-left) diagonal see the most keys. Blocks are dispatched in launch order,
+    // so hand the heaviest ones out first and let the light ones fill the tail.
+    let m_blocks = sq.div_ceil(block_m);
+    let heavy_last = mask.window && mask.right.is_some();
+    let m_blk = if heavy_last {
+        m_blocks - 1 - m_blk as usize
+    } else {
+        m_blk as usize
+    };
+    let m0 = m_blk * block_m;
 
     let off = move |base: u64, s: [i64; 3], head: i64| {
         (base as *const A::E).wrapping_offset((b * s[0] + head * s[2]) as isize)
@@ -246,8 +259,11 @@ pub fn run<
         }
 
         // s: [TM][TN] fragments = S[TM·M, BLOCK_N] = Q·Kᵀ for this wave's rows.
+        // The reduction runs over the problem's D, not the bucket (the columns past D are zero):
+        // a run-time trip count also keeps this loop rolled, so the compiler cannot hoist every
+        // step's operand loads at once and run out of registers.
         let mut s = [[A::C::default(); TN]; TM];
-        for kd in 0..d / A::K {
+        for kd in 0..dq.div_ceil(A::K) {
             let mut a = [A::load_a(lane, |_, _| A::E::ZERO); TM];
             for t in 0..TM {
                 // SAFETY: rows < BLOCK_M and cols < d index inside q_s.
@@ -265,22 +281,44 @@ pub fn run<
             }
         }
 
-        // Scale into the log2 domain, mask, and fold the block into the online softmax.
+        // Scale into the log2 domain and mask; only blocks that straddle the mask's edge (or
+        // the end of the keys) pay for per-element visibility.
+        let full = mask.block_is_full(
+            m0 as i64..(m0 + block_m) as i64,
+            n0 as i64..(n0 + block_n) as i64,
+        );
+        if full {
+            for t in 0..TM {
+                for tn in 0..TN {
+                    for v in 0..A::C_VALS {
+                        s[t][tn][v] *= p.scale_log2;
+                    }
+                }
+            }
+        } else {
+            for t in 0..TM {
+                for tn in 0..TN {
+                    for v in 0..A::C_VALS {
+                        let (r, c) = A::c_coord(lane, v);
+                        let i = (m0 + row0 + t * A::M + r) as i64;
+                        let j = (n0 + tn * A::N + c) as i64;
+                        s[t][tn][v] = if mask.visible(i, j) {
+                            s[t][tn][v] * p.scale_log2
+                        } else {
+                            f32::NEG_INFINITY
+                        };
+                    }
+                }
+            }
+        }
+
+        // Fold the block into the online softmax.
         for t in 0..TM {
             let mut mx = m_run[t];
             for tn in 0..TN {
                 for v in 0..A::C_VALS {
-                    let (r, c) = A::c_coord(lane, v);
-                    let i = (m0 + row0 + t * A::M + r) as i64;
-                    let j = (n0 + tn * A::N + c) as i64;
-                    let x = if mask.visible(i, j) {
-                        s[t][tn][v] * p.scale_log2
-                    } else {
-                        f32::NEG_INFINITY
-                    };
-                    s[t][tn][v] = x;
                     let slot = A::row_slot(v);
-                    mx[slot] = mx[slot].max(x);
+                    mx[slot] = mx[slot].max(s[t][tn][v]);
                 }
             }
             let mut base = A::Rows::default();
@@ -345,23 +383,27 @@ pub fn run<
             sync_threads();
         }
 
-        // o += P·V: [TM·M, BLOCK_N] · [BLOCK_N, D].
-        for kk in 0..block_n / A::K {
-            let mut a = [A::load_a(lane, |_, _| A::E::ZERO); TM];
-            for t in 0..TM {
-                a[t] = if A::P_IN_REGISTERS {
+        // o += P·V: [TM·M, BLOCK_N] · [BLOCK_N, D]. P becomes A operands once (S is dead after
+        // this), then each head-dim fragment needs only its own V fragments: this loop order keeps
+        // one fragment column of V live instead of the whole tile.
+        let mut pa = [[A::load_a(lane, |_, _| A::E::ZERO); KK]; TM];
+        for t in 0..TM {
+            for kk in 0..KK {
+                pa[t][kk] = if A::P_IN_REGISTERS {
                     A::p_to_a::<TN>(&s[t], kk)
                 } else {
                     // SAFETY: rows < BLOCK_M and cols < BLOCK_N index inside p_s.
                     unsafe { A::load_a_smem(lane, p_s.add((row0 + t * A::M) * pp + kk * A::K), pp) }
                 };
             }
-            for nd in 0..ND {
+        }
+        for nd in 0..ND {
+            for kk in 0..KK {
                 // SAFETY: rows < BLOCK_N and cols < d index inside v_s.
                 let bf =
                     unsafe { A::load_b_kn_smem(lane, v_s.add(kk * A::K * dp + nd * A::N), dp) };
                 for t in 0..TM {
-                    A::mma(&a[t], &bf, &mut o[t][nd]);
+                    A::mma(&pa[t][kk], &bf, &mut o[t][nd]);
                 }
             }
         }
