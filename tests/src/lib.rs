@@ -198,7 +198,8 @@ fn to_bmhk(x: &[f32], shape: [usize; 4], layout: Layout) -> Vec<f32> {
 fn kernel_tile(dev: &Device, p: &Problem, dtype: DType) -> (usize, usize) {
     use attn_kernels::fwd::policy::{Family, fwd_tile};
     let bucket = attn_host::ops::head_dim_bucket(p.head_dim.max(p.head_dim_v)).unwrap_or(256);
-    let family = Family::of_arch(&dev.info().arch).unwrap_or(Family::Sm80);
+    let target = dev.code_object_target().unwrap_or_default();
+    let family = Family::of_arch(&target).unwrap_or(Family::Sm80);
     let t = fwd_tile(family, dtype, bucket as usize);
     (t.block_m, t.block_n)
 }

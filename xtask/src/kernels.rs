@@ -43,11 +43,12 @@ struct Spec {
     llvm_args: &'static [&'static str],
 }
 
-/// NVPTX: unroll every constant-trip loop over register tiles, as FlashAttention's CUDA code does
-/// with `#pragma unroll`. LLVM's NVPTX default leaves loops over accumulator fragments rolled,
-/// which puts the fragments in local memory (ptxas reports a stack frame). AMDGPU's own heuristic
-/// already unrolls loops that index private arrays.
-const NVPTX_LLVM_ARGS: &[&str] = &["-unroll-threshold=8000"];
+/// Unroll every constant-trip loop over register tiles, as FlashAttention's CUDA code does with
+/// `#pragma unroll`: a rolled loop over accumulator fragments indexes them at run time, which
+/// puts them in local memory / scratch. (LLVM's NVPTX default leaves such loops rolled; AMDGPU's
+/// private-array heuristic misses the larger bodies.) Loops that must stay rolled, like the
+/// reduction over the head dim, have run-time trip counts in the kernel source.
+const UNROLL_ARGS: &[&str] = &["-unroll-threshold=8000"];
 
 const TARGETS: [Spec; 5] = [
     Spec {
@@ -56,7 +57,7 @@ const TARGETS: [Spec; 5] = [
         vendor: Vendor::Amd,
         cfgs: &["gfx9"],
         mattr: None,
-        llvm_args: &[],
+        llvm_args: UNROLL_ARGS,
     },
     Spec {
         cpu: "gfx942",
@@ -64,7 +65,7 @@ const TARGETS: [Spec; 5] = [
         vendor: Vendor::Amd,
         cfgs: &["gfx9"],
         mattr: None,
-        llvm_args: &[],
+        llvm_args: UNROLL_ARGS,
     },
     Spec {
         cpu: "gfx1100",
@@ -72,7 +73,7 @@ const TARGETS: [Spec; 5] = [
         vendor: Vendor::Amd,
         cfgs: &["gfx11"],
         mattr: None,
-        llvm_args: &[],
+        llvm_args: UNROLL_ARGS,
     },
     Spec {
         cpu: "sm_80",
@@ -80,7 +81,7 @@ const TARGETS: [Spec; 5] = [
         vendor: Vendor::Nvidia,
         cfgs: &[],
         mattr: None,
-        llvm_args: NVPTX_LLVM_ARGS,
+        llvm_args: UNROLL_ARGS,
     },
     Spec {
         cpu: "sm_90a",
@@ -88,7 +89,7 @@ const TARGETS: [Spec; 5] = [
         vendor: Vendor::Nvidia,
         cfgs: &[],
         mattr: Some("+ptx80"),
-        llvm_args: NVPTX_LLVM_ARGS,
+        llvm_args: UNROLL_ARGS,
     },
 ];
 
@@ -564,7 +565,13 @@ fn report(manifest: &Manifest, extra: &[String]) -> Vec<String> {
             let Resources::Amd(r) = &k.resources else {
                 continue;
             };
-            let p = k.resources.problems();
+            let mut p = k.resources.problems();
+            p.extend(
+                k.resources
+                    .notes()
+                    .into_iter()
+                    .map(|n| format!("note: {n}")),
+            );
             let m = &k.matrix_instructions;
             let mfma =
                 m.get("v_mfma").copied().unwrap_or(0) + m.get("v_smfmac").copied().unwrap_or(0);
@@ -590,6 +597,7 @@ fn report(manifest: &Manifest, extra: &[String]) -> Vec<String> {
             );
             problems.extend(
                 p.into_iter()
+                    .filter(|p| !p.starts_with("note: "))
                     .map(|p| format!("{} {}: {p}", t.target, k.name)),
             );
         }

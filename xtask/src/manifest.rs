@@ -119,16 +119,18 @@ pub struct NvidiaResources {
 }
 
 impl Resources {
-    /// Why this kernel's resources are unacceptable (spills or scratch), if they are.
+    /// Why this kernel's resources are unacceptable (spills to memory or scratch), if they are.
+    ///
+    /// AMD SGPR spills are not among them: LLVM spills scalar registers into lanes of a VGPR
+    /// (`v_writelane`/`v_readlane`), which costs instructions but no memory traffic and no
+    /// scratch. They are listed in the table and the manifest (`sgpr_spills`) and reported by
+    /// [`Resources::notes`].
     pub fn problems(&self) -> Vec<String> {
         let mut p = Vec::new();
         match self {
             Resources::Amd(r) => {
                 if r.vgpr_spills > 0 {
                     p.push(format!("{} VGPR spills", r.vgpr_spills));
-                }
-                if r.sgpr_spills > 0 {
-                    p.push(format!("{} SGPR spills", r.sgpr_spills));
                 }
                 if r.scratch_bytes > 0 {
                     p.push(format!("{} B/lane scratch", r.scratch_bytes));
@@ -150,5 +152,18 @@ impl Resources {
             }
         }
         p
+    }
+
+    /// Costs worth knowing that are not errors (see [`Resources::problems`]).
+    pub fn notes(&self) -> Vec<String> {
+        match self {
+            Resources::Amd(r) if r.sgpr_spills > 0 => {
+                vec![format!(
+                    "{} SGPR spills into VGPR lanes (no scratch)",
+                    r.sgpr_spills
+                )]
+            }
+            _ => Vec::new(),
+        }
     }
 }

@@ -391,9 +391,11 @@ impl Forward {
     /// Every `ptr` must be device memory of `stream`'s device, valid for `len` elements for the
     /// duration of the kernel, and `out`/`lse` must not overlap the inputs.
     pub unsafe fn launch(&self, stream: &Stream) -> Result<()> {
-        let info = stream.device().info();
-        let family = Family::of_arch(&info.arch).ok_or_else(|| {
-            Error::unsupported(format!("no kernels for architecture {}", info.arch))
+        // The tiles are those of the code object actually loaded (not of the device name: a
+        // newer GPU may be running the sm_80 PTX).
+        let target = stream.device().code_object_target()?;
+        let family = Family::of_arch(&target).ok_or_else(|| {
+            Error::unsupported(format!("no tile policy for code object {target}"))
         })?;
         let plan = self.plan(family)?;
         let Some(grid) = plan.grid else { return Ok(()) };

@@ -57,7 +57,11 @@ pub mod cvt {
         f32::from_bits((x as u32) << 16)
     }
 
+    #[cfg(target_arch = "nvptx64")]
+    pub use super::nvptx::f32_to_bf16;
+
     /// `f32` to bf16 bits, round to nearest even; NaN stays NaN.
+    #[cfg(not(target_arch = "nvptx64"))]
     #[inline(always)]
     pub fn f32_to_bf16(x: f32) -> u16 {
         let u = x.to_bits();

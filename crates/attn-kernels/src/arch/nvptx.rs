@@ -189,3 +189,16 @@ pub fn pack_bf16x2(lo: f32, hi: f32) -> u32 {
     }
     r
 }
+
+/// `f32` to bf16 bits, round to nearest even (`cvt.rn.bf16.f32`, sm_80+).
+#[doc(alias = "cvt.rn.bf16.f32")]
+#[inline(always)]
+pub fn f32_to_bf16(x: f32) -> u16 {
+    let r: u16;
+    // SAFETY: pure register conversion.
+    unsafe {
+        core::arch::asm!("cvt.rn.bf16.f32 {}, {};", out(reg16) r, in(reg32) x,
+            options(pure, nomem, nostack));
+    }
+    r
+}

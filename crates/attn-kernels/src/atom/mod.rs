@@ -108,6 +108,10 @@ pub trait MmaAtom {
 #[cfg(target_arch = "nvptx64")]
 mod native {
     /// This target's family.
+    #[cfg(target_feature = "sm_90a")]
+    pub const FAMILY: crate::fwd::policy::Family = crate::fwd::policy::Family::Sm90;
+    /// This target's family.
+    #[cfg(not(target_feature = "sm_90a"))]
     pub const FAMILY: crate::fwd::policy::Family = crate::fwd::policy::Family::Sm80;
     /// This target's matrix atom.
     pub type Native<E> = super::sm80_m16n8k16::Sm80M16N8K16<E>;

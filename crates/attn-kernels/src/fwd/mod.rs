@@ -32,7 +32,13 @@ use attn_abi::{FLAG_VEC16, FwdParams};
 pub mod policy;
 
 /// A tile copy from global to shared memory: `rows × cols` elements from `src` (row stride
-/// `src_stride`) into `dst` (row stride `dst_stride`), zeros outside `rows_valid × cols_valid`.
+/// `src_stride`) into `dst` (row stride `dst_stride`), zeros in the columns past `cols_valid`.
+///
+/// Rows past `rows_valid` are zero-filled only when `zero_tail`: V needs it (a zero probability
+/// times a stale NaN would poison O), while the contents of Q rows past `Sq` (independent rows,
+/// never stored) and K rows past `Sk` (masked by a select) do not matter. The loops then run to
+/// the run-time `min(rows, rows_valid)`, which also keeps them rolled: unrolled copies would hold
+/// every chunk's address live at once.
 #[derive(Clone, Copy)]
 struct TileCopy<E> {
     dst: *mut E,
@@ -43,6 +49,7 @@ struct TileCopy<E> {
     src_stride: i64,
     rows_valid: usize,
     cols_valid: usize,
+    zero_tail: bool,
 }
 
 impl<E: Element> TileCopy<E> {
@@ -59,10 +66,12 @@ impl<E: Element> TileCopy<E> {
         if vec16 {
             let per = 16 / core::mem::size_of::<E>();
             let chunks = self.cols / per;
+            let live = self.rows.min(self.rows_valid);
+            let end = if self.zero_tail { self.rows } else { live };
             let mut idx = thread_idx() as usize;
-            while idx < self.rows * chunks {
+            while idx < end * chunks {
                 let (r, c) = (idx / chunks, (idx % chunks) * per);
-                let valid = r < self.rows_valid && c < self.cols_valid;
+                let valid = r < live && c < self.cols_valid;
                 let src = if valid {
                     self.src
                         .wrapping_offset(r as isize * self.src_stride as isize + c as isize)
@@ -81,10 +90,12 @@ impl<E: Element> TileCopy<E> {
                 idx += threads;
             }
         } else {
+            let live = self.rows.min(self.rows_valid);
+            let end = if self.zero_tail { self.rows } else { live };
             let mut idx = thread_idx() as usize;
-            while idx < self.rows * self.cols {
+            while idx < end * self.cols {
                 let (r, c) = (idx / self.cols, idx % self.cols);
-                let x = if r < self.rows_valid && c < self.cols_valid {
+                let x = if r < live && c < self.cols_valid {
                     // SAFETY: in bounds by the caller's contract.
                     unsafe {
                         *self
@@ -196,16 +207,20 @@ pub fn run<
     let lane = lane_id();
     let row0 = wave_id() as usize * TM * A::M; // first query row of this wave, within the block
 
-    let kv_copy = move |dst: *mut A::E, base: *const A::E, stride: i64, n0: usize, cols| TileCopy {
-        dst,
-        dst_stride: dp,
-        rows: block_n,
-        cols: d,
-        src: base.wrapping_offset((n0 as i64 * stride) as isize),
-        src_stride: stride,
-        rows_valid: sk.saturating_sub(n0),
-        cols_valid: cols,
-    };
+    let kv_copy =
+        move |dst: *mut A::E, base: *const A::E, stride: i64, n0: usize, cols, zero_tail| {
+            TileCopy {
+                dst,
+                dst_stride: dp,
+                rows: block_n,
+                cols: d,
+                src: base.wrapping_offset((n0 as i64 * stride) as isize),
+                src_stride: stride,
+                rows_valid: sk.saturating_sub(n0),
+                cols_valid: cols,
+                zero_tail,
+            }
+        };
     let q_copy = TileCopy {
         dst: q_s,
         dst_stride: dp,
@@ -215,6 +230,7 @@ pub fn run<
         src_stride: p.q_strides[1],
         rows_valid: sq.saturating_sub(m0),
         cols_valid: dq,
+        zero_tail: false,
     };
 
     // o: [TM][ND] fragments = [TM·M, D] f32 rows of this wave; m, l: running max / partial sum.
@@ -237,7 +253,7 @@ pub fn run<
     unsafe { q_copy.issue(vec16) };
     if SPLIT_KV && n_lo < n_hi {
         // SAFETY: as above.
-        unsafe { kv_copy(k_s, k_base, p.k_strides[1], n_lo * block_n, dq).issue(vec16) };
+        unsafe { kv_copy(k_s, k_base, p.k_strides[1], n_lo * block_n, dq, false).issue(vec16) };
     }
     async_commit();
 
@@ -247,12 +263,12 @@ pub fn run<
             async_wait_all();
             sync_threads(); // K(nb) and Q visible; every wave is done with V(nb - 1)
             // SAFETY: as above.
-            unsafe { kv_copy(v_s, v_base, p.v_strides[1], n0, dv).issue(vec16) };
+            unsafe { kv_copy(v_s, v_base, p.v_strides[1], n0, dv, true).issue(vec16) };
             async_commit();
         } else {
             sync_threads(); // every wave is done with V(nb - 1)
             // SAFETY: as above.
-            unsafe { kv_copy(k_s, k_base, p.k_strides[1], n0, dq).issue(vec16) };
+            unsafe { kv_copy(k_s, k_base, p.k_strides[1], n0, dq, false).issue(vec16) };
             async_commit();
             async_wait_all();
             sync_threads();
@@ -371,13 +387,15 @@ pub fn run<
             sync_threads(); // V(nb) visible; every wave is done with K(nb)
             if nb + 1 < n_hi {
                 // SAFETY: as above.
-                unsafe { kv_copy(k_s, k_base, p.k_strides[1], n0 + block_n, dq).issue(vec16) };
+                unsafe {
+                    kv_copy(k_s, k_base, p.k_strides[1], n0 + block_n, dq, false).issue(vec16)
+                };
                 async_commit();
             }
         } else {
             sync_threads(); // every wave is done with K(nb)
             // SAFETY: as above.
-            unsafe { kv_copy(v_s, v_base, p.v_strides[1], n0, dv).issue(vec16) };
+            unsafe { kv_copy(v_s, v_base, p.v_strides[1], n0, dv, true).issue(vec16) };
             async_commit();
             async_wait_all();
             sync_threads();

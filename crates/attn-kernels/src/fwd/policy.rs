@@ -12,8 +12,11 @@ pub const ROW_PAD_BYTES: usize = 16;
 /// The matrix-instruction family of a target; it decides the atom and the tile.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Family {
-    /// NVIDIA sm_80 and up: `mma.sync.m16n8k16`, `ldmatrix`, `cp.async` (up to 227 KiB smem).
+    /// NVIDIA sm_80 code (runs on every sm_8x, and is the PTX fallback beyond): `mma.sync.m16n8k16`,
+    /// `ldmatrix`, `cp.async`.
     Sm80,
+    /// NVIDIA sm_90a code (H100/H200): the same instructions, tiles tuned for Hopper.
+    Sm90,
     /// AMD CDNA2/3 (gfx90a, gfx942): `v_mfma_f32_32x32x8`, wave64, 64 KiB LDS.
     Cdna,
     /// AMD RDNA3 (gfx11): `v_wmma_f32_16x16x16`, wave32, 64 KiB LDS.
@@ -21,14 +24,20 @@ pub enum Family {
 }
 
 impl Family {
-    /// The family of a device architecture name (`"sm_90"`, `"gfx942:sramecc+:xnack-"`, …).
+    /// The family of a code-object target (`"sm_80"`, `"sm_90a"`, `"gfx942"`) or device
+    /// architecture name (`"gfx942:sramecc+:xnack-"`). The host asks with the target of the code
+    /// object it loaded, so that the tiles it launches are the ones that object was built with.
     pub fn of_arch(arch: &str) -> Option<Family> {
         if let Some(sm) = arch.strip_prefix("sm_") {
             let cc: u32 = sm
                 .trim_end_matches(|c: char| c.is_ascii_alphabetic())
                 .parse()
                 .ok()?;
-            return (cc >= 80).then_some(Family::Sm80);
+            return match cc {
+                90 => Some(Family::Sm90),
+                80.. => Some(Family::Sm80),
+                _ => None,
+            };
         }
         let gfx = arch.split(':').next()?.strip_prefix("gfx")?;
         if gfx == "90a" || gfx.starts_with("94") || gfx.starts_with("95") {
@@ -64,7 +73,7 @@ pub struct FwdTile {
 /// every target); f16/bf16 on the family's matrix atom (16 rows × 4 warps, 32 rows × 2 waves,
 /// 16 rows × 4 waves: `64·tm` rows per block). Shared memory stays within 64 KiB on AMD.
 pub const fn fwd_tile(family: Family, dtype: DType, d: usize) -> FwdTile {
-    let nv = matches!(family, Family::Sm80);
+    let nv = matches!(family, Family::Sm80 | Family::Sm90);
     if matches!(dtype, DType::F32) {
         let (tm, block_n) = match d {
             256 => (1, 8),
@@ -81,8 +90,14 @@ pub const fn fwd_tile(family: Family, dtype: DType, d: usize) -> FwdTile {
         };
     }
     let (tm, block_n) = match (family, d) {
+        // H100, measured (docs/perf.md): two 16-row fragments per warp halve the shared-memory
+        // operand traffic per MMA, and are worth 30% at D = 128 over (1, 64).
+        (Family::Sm90, 256) => (1, 32),
+        (Family::Sm90, 128) => (2, 32),
+        (Family::Sm90, _) => (2, 64),
+        // sm_80 code: ptxas spills (2, 32) at D = 128 for bf16, so one fragment per warp there.
         (Family::Sm80, 256) => (1, 32),
-        (Family::Sm80, 128) => (2, 32),
+        (Family::Sm80, 128) => (1, 64),
         (Family::Sm80, _) => (2, 64),
         (Family::Rdna3, 256) | (Family::Cdna, 256) => (1, 32),
         (Family::Rdna3, _) | (Family::Cdna, 128) => (1, 64),
@@ -124,9 +139,10 @@ mod tests {
 
     #[test]
     fn every_instance_fits_its_target_and_divides_its_atoms() {
-        for family in [Family::Sm80, Family::Cdna, Family::Rdna3] {
+        for family in [Family::Sm80, Family::Sm90, Family::Cdna, Family::Rdna3] {
             let limit = match family {
-                Family::Sm80 => 227 * 1024,
+                Family::Sm80 => 163 * 1024,
+                Family::Sm90 => 227 * 1024,
                 _ => 64 * 1024,
             };
             for dtype in DType::ALL {
@@ -150,8 +166,9 @@ mod tests {
 
     #[test]
     fn families_are_recognised_from_arch_names() {
-        assert_eq!(Family::of_arch("sm_90"), Some(Family::Sm80));
-        assert_eq!(Family::of_arch("sm_90a"), Some(Family::Sm80));
+        assert_eq!(Family::of_arch("sm_80"), Some(Family::Sm80));
+        assert_eq!(Family::of_arch("sm_90"), Some(Family::Sm90));
+        assert_eq!(Family::of_arch("sm_90a"), Some(Family::Sm90));
         assert_eq!(Family::of_arch("sm_120"), Some(Family::Sm80));
         assert_eq!(Family::of_arch("sm_75"), None);
         assert_eq!(
