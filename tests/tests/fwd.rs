@@ -113,3 +113,41 @@ fn custom_scale_and_large_logits_stay_finite() {
         .collect();
     check_all("fwd: custom scale", cases);
 }
+
+mod properties {
+    use super::*;
+    use attn_ref::strategy::{Config, problem};
+    use proptest::prelude::*;
+    use proptest::test_runner::FileFailurePersistence;
+    use std::sync::OnceLock;
+
+    /// One device for every case (opening a context per case would dominate the run).
+    fn device() -> Option<&'static attn_host::Device> {
+        static DEV: OnceLock<Option<attn_host::Device>> = OnceLock::new();
+        DEV.get_or_init(|| device_or_skip("fwd: proptest over attn-ref strategies"))
+            .as_ref()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(64),
+            failure_persistence: Some(Box::new(FileFailurePersistence::WithSource("regressions"))),
+            ..ProptestConfig::default()
+        })]
+
+        /// Whole random problems from `attn-ref`'s strategies (the forward kernels' features:
+        /// every mask, GQA ratio, ragged and unequal lengths, odd head dims, custom scales,
+        /// BMHK and BHMK layouts), fresh inputs per case.
+        #[test]
+        fn random_problems_match_the_reference(
+            p in problem(&Config { max_seqlen: 300, max_window: 40, ..Config::default() }.plain()),
+            bhmk in any::<bool>(),
+            seed in any::<u64>(),
+        ) {
+            let Some(dev) = device() else { return Ok(()) };
+            let case = FwdCase { problem: p, layout: if bhmk { Layout::Bhmk } else { Layout::Bmhk } };
+            let o = run_fwd(dev, &case, seed).map_err(TestCaseError::fail)?;
+            prop_assert!(o.passed(), "{:?} seed {seed}:\n{}\n{}", case, o.out, o.lse);
+        }
+    }
+}
