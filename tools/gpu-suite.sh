@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Runs on the GPU machine from the repository root, after tools/stage-gpu.sh staged .gpu/ here
+# and the folder was carried over. Logs go to $OUT (or ./out). Exit status: that of the tests.
+# usage: tools/gpu-suite.sh [bench args...]
+set -u
+cd "$(dirname "$0")/.."
+OUT=${OUT:-out}; mkdir -p "$OUT"
+export ATTN_REQUIRE_GPU=1
+rc=0
+nvidia-smi -L 2>&1 | tee "$OUT/gpu.txt"
+.gpu/attn info 2>&1 | tee "$OUT/info.txt"
+.gpu/test-abi --nocapture 2>&1 | tee "$OUT/abi.txt"; rc=$((rc | PIPESTATUS[0]))
+.gpu/test-fwd --nocapture --test-threads 1 2>&1 | tee "$OUT/fwd.txt"; rc=$((rc | PIPESTATUS[0]))
+.gpu/attn check --cases 4 2>&1 | tee "$OUT/check.txt"; rc=$((rc | PIPESTATUS[0]))
+if [ $# -gt 0 ]; then
+  .gpu/attn bench --json "$OUT/bench.json" "$@" 2>&1 | tee "$OUT/bench.txt"
+fi
+echo "gpu-suite exit $rc"
+exit $rc

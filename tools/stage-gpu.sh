@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Builds the GPU test binaries and the `attn` CLI here (x86-64 Linux, no GPU needed) and stages
+# them in .gpu/ (git-ignored) for a machine that has a GPU but no Rust. See docs/gpu-testing.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rm -rf .gpu && mkdir -p .gpu
+cargo build --release -p attn-cli
+cp target/release/attn .gpu/
+for t in abi fwd; do
+  exe=$(cargo test --release -p attn-tests --test "$t" --no-run 2>&1 | sed -n 's/.*Executable .*(\(.*\))/\1/p' | tail -1)
+  cp "$exe" ".gpu/test-$t"
+done
+ls -la .gpu
