@@ -39,10 +39,28 @@ fn init() -> Result<()> {
     cu::init().map_err(drv("cuInit"))
 }
 
+/// Runs `f`, turning a panic inside cudarc (it panics when the driver lacks a symbol it expects,
+/// e.g. an older `libcuda`) into [`Error::LibraryNotFound`] with the panic's message.
+fn guarded<T>(f: impl FnOnce() -> Result<T> + std::panic::UnwindSafe) -> Result<T> {
+    std::panic::catch_unwind(f).unwrap_or_else(|panic| {
+        let msg = panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "unusable CUDA driver library".to_string());
+        Err(Error::LibraryNotFound {
+            api: "CUDA",
+            tried: vec![msg],
+        })
+    })
+}
+
 /// Number of CUDA devices, or why none can be used.
 pub fn device_count() -> Result<u32> {
-    init()?;
-    Ok(cu::device::get_count().map_err(drv("cuDeviceGetCount"))? as u32)
+    guarded(|| {
+        init()?;
+        Ok(cu::device::get_count().map_err(drv("cuDeviceGetCount"))? as u32)
+    })
 }
 
 /// One CUDA device with its retained primary context.
@@ -62,6 +80,10 @@ unsafe impl Sync for CudaDevice {}
 impl CudaDevice {
     /// Opens device `ordinal`.
     pub fn new(ordinal: u32) -> Result<Self> {
+        guarded(|| Self::open(ordinal))
+    }
+
+    fn open(ordinal: u32) -> Result<Self> {
         let count = device_count()?;
         if ordinal >= count {
             return Err(Error::NoDevice {
@@ -297,6 +319,32 @@ impl Backend for CudaDevice {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panicking_driver_call_becomes_an_error() {
+        let r: Result<()> = guarded(|| panic!("Missing symbol cuFoo_v2"));
+        match r {
+            Err(Error::LibraryNotFound { api: "CUDA", tried }) => {
+                assert!(tried[0].contains("cuFoo_v2"), "{tried:?}")
+            }
+            other => panic!("expected LibraryNotFound, got {other:?}"),
+        }
+        assert_eq!(guarded(|| Ok(7)), Ok(7));
+    }
+
+    #[test]
+    fn no_driver_here_is_an_error_not_a_panic() {
+        // This machine has no libcuda: both entry points must return an error.
+        if device_count().is_ok() {
+            return; // a machine with a driver: nothing to check here
+        }
+        assert!(matches!(
+            CudaDevice::new(0),
+            Err(Error::LibraryNotFound { .. } | Error::NoDevice { .. })
+        ));
+    }
+
     #[test]
     fn kernarg_pointer_array_points_at_each_word_in_order() {
         let mut words = [0u64; super::KERNARG_WORDS];
