@@ -1,5 +1,6 @@
-//! Reading AMD code objects: `llvm-readobj --notes` (kernel resources) and `llvm-objdump -d`
-//! (matrix-instruction counts).
+//! Reading AMD code objects: `llvm-readobj --notes` (kernel resources), `llvm-objdump -d`
+//! (matrix-instruction counts) and `llc -pass-remarks-analysis=kernel-resource-usage`
+//! (occupancy).
 
 use crate::manifest::AmdResources;
 use std::collections::BTreeMap;
@@ -77,10 +78,52 @@ pub fn parse_notes(text: &str) -> Result<Vec<KernelNote>, String> {
                 dynamic_stack: k.get("uses_dynamic_stack").is_some_and(|v| v == "true"),
                 max_flat_workgroup_size: num("max_flat_workgroup_size")?,
                 wavefront_size: num("wavefront_size")?,
+                // Not in the note: filled in from the llc remarks ([`parse_occupancy_remarks`]).
+                occupancy_waves_per_simd: 0,
             };
             Ok(KernelNote { name, resources })
         })
         .collect()
+}
+
+/// The `llc` option that makes the AMDGPU backend print every function's resource usage
+/// (including its occupancy) as remarks on stderr.
+pub const RESOURCE_REMARKS_ARG: &str = "-pass-remarks-analysis=kernel-resource-usage";
+
+/// Whether a line of `llc` output is one of the remarks that [`RESOURCE_REMARKS_ARG`] asks for
+/// (so that it is not shown as a warning).
+pub fn is_remark(line: &str) -> bool {
+    line.trim_start().starts_with("remark: ")
+}
+
+/// Parses the `kernel-resource-usage` remarks that `llc` prints with [`RESOURCE_REMARKS_ARG`]
+/// into each function's `Occupancy [waves/SIMD]`. The remarks look like
+/// ```text
+/// remark: <unknown>:0:0: Function Name: attn_fwd_f16_d64
+/// remark: <unknown>:0:0:     VGPRs: 218
+/// remark: <unknown>:0:0:     Occupancy [waves/SIMD]: 2
+/// ```
+/// Functions without an occupancy line (LLVM prints it for kernels only) are left out.
+pub fn parse_occupancy_remarks(text: &str) -> Result<BTreeMap<String, u32>, String> {
+    const NAME: &str = "Function Name:";
+    const OCCUPANCY: &str = "Occupancy [waves/SIMD]:";
+    let mut out = BTreeMap::new();
+    let mut current: Option<&str> = None;
+    for line in text.lines().filter(|l| is_remark(l)) {
+        if let Some((_, name)) = line.split_once(NAME) {
+            current = Some(name.trim());
+        } else if let Some((_, value)) = line.split_once(OCCUPANCY) {
+            let name = current.ok_or_else(|| format!("llc remark without a function: {line}"))?;
+            let waves: u32 = value
+                .trim()
+                .parse()
+                .map_err(|_| format!("{name}: occupancy is not a number: {line}"))?;
+            if out.insert(name.to_string(), waves).is_some() {
+                return Err(format!("llc reported the occupancy of {name} twice"));
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Counts matrix instructions per function symbol in `llvm-objdump -d` output.
@@ -166,6 +209,36 @@ amdhsa.version:
         assert!(!r.dynamic_stack);
         assert_eq!(k[1].name, "echo");
         assert_eq!(k[1].resources.vgpr, 6);
+    }
+
+    #[test]
+    fn occupancy_remarks_parse() {
+        let text = "\
+remark: <unknown>:0:0: Function Name: attn_abi_echo
+remark: <unknown>:0:0:     TotalSGPRs: 74
+remark: <unknown>:0:0:     VGPRs: 6
+remark: <unknown>:0:0:     Occupancy [waves/SIMD]: 8
+remark: <unknown>:0:0:     LDS Size [bytes/block]: 0
+remark: <unknown>:0:0: Function Name: helper
+remark: <unknown>:0:0:     VGPRs: 40
+remark: k.rs:3:1: Function Name: attn_fwd_f16_d64
+remark: k.rs:3:1:     Occupancy [waves/SIMD]: 2
+llc: warning: something else
+";
+        let o = parse_occupancy_remarks(text).unwrap();
+        assert_eq!(o.len(), 2, "{o:?}");
+        assert_eq!(o["attn_abi_echo"], 8);
+        assert_eq!(o["attn_fwd_f16_d64"], 2);
+        assert!(!o.contains_key("helper"));
+        assert!(is_remark("remark: <unknown>:0:0: Function Name: x"));
+        assert!(!is_remark("llc: warning: something else"));
+        assert!(parse_occupancy_remarks("remark: x:0:0:     Occupancy [waves/SIMD]: 2").is_err());
+        assert!(
+            parse_occupancy_remarks(
+                "remark: x: Function Name: k\nremark: x:     Occupancy [waves/SIMD]: many"
+            )
+            .is_err()
+        );
     }
 
     #[test]

@@ -298,7 +298,9 @@ fn build_target(
         .map(|k| (k.name.as_str(), k.threads))
         .collect();
 
-    let llc = |filetype: &str, dst: &Path| -> Result<(), String> {
+    // Runs llc on the patched IR. What it prints is shown as warnings, except the remarks
+    // (AMD: per-kernel resource usage, asked for to get the occupancy), which it returns.
+    let llc = |filetype: &str, dst: &Path| -> Result<String, String> {
         let mut c = Command::new(tc.tool("llc"));
         c.arg("-O3")
             .arg(format!("-mtriple={}", spec.triple))
@@ -307,10 +309,17 @@ fn build_target(
         if let Some(m) = spec.mattr {
             c.arg(format!("-mattr={m}"));
         }
+        if spec.vendor == Vendor::Amd {
+            c.arg(amd::RESOURCE_REMARKS_ARG);
+        }
         c.arg(&patched_ll).arg("-o").arg(dst);
         let text = run_tool(&mut c, &format!("llc for {}", spec.cpu))?;
-        show_output(ui, spec.cpu, "llc", &text);
-        Ok(())
+        let (remarks, other): (Vec<&str>, Vec<&str>) =
+            text.lines().partition(|l| amd::is_remark(l));
+        show_output(ui, spec.cpu, "llc", &other.join("\n"));
+        let mut remarks = remarks.join("\n");
+        remarks.push('\n');
+        Ok(remarks)
     };
 
     let mut kernels = Vec::new();
@@ -319,7 +328,10 @@ fn build_target(
         Vendor::Amd => {
             step("llc (object)");
             let obj = work.join(format!("{}.o", spec.cpu));
-            llc("obj", &obj)?;
+            let remarks = llc("obj", &obj)?;
+            write(&work.join(format!("{}.remarks.txt", spec.cpu)), &remarks)?;
+            let occupancy =
+                amd::parse_occupancy_remarks(&remarks).map_err(|e| format!("{}: {e}", spec.cpu))?;
             step("rust-lld");
             let name = format!("{}.hsaco", spec.cpu);
             let hsaco = out.join(&name);
@@ -353,7 +365,7 @@ fn build_target(
                 }
             }
             let notes = amd::parse_notes(&notes).map_err(|e| format!("{}: {e}", spec.cpu))?;
-            for n in notes {
+            for mut n in notes {
                 let t = *threads.get(n.name.as_str()).ok_or_else(|| {
                     format!("{}: code object has unexpected kernel {}", spec.cpu, n.name)
                 })?;
@@ -364,6 +376,13 @@ fn build_target(
                         spec.cpu, n.name, n.resources.max_flat_workgroup_size
                     ));
                 }
+                n.resources.occupancy_waves_per_simd =
+                    *occupancy.get(&n.name).ok_or_else(|| {
+                        format!(
+                            "{}: llc printed no occupancy remark for kernel {}",
+                            spec.cpu, n.name
+                        )
+                    })?;
                 kernels.push(manifest::Kernel {
                     matrix_instructions: counts.get(&n.name).cloned().unwrap_or_default(),
                     name: n.name,
@@ -539,12 +558,14 @@ fn build_all(
     Ok((manifest, extra))
 }
 
-/// Prints the resource table; returns the list of resource problems.
+/// Prints the resource table; returns the list of problems: resource problems (spills,
+/// scratch/stack use) and 16-bit forward kernels without their target's matrix instruction
+/// ([`manifest::required_matrix_instruction`]).
 fn report(manifest: &Manifest, extra: &[String]) -> Vec<String> {
     let mut problems = Vec::new();
     println!();
     println!(
-        "{:<8} {:<20} {:>4} {:>5} {:>5} {:>5} {:>7} {:>8} {:>11} {:>11}  problems",
+        "{:<8} {:<20} {:>4} {:>5} {:>5} {:>5} {:>7} {:>8} {:>11} {:>11} {:>4}  problems",
         "target",
         "kernel",
         "thr",
@@ -554,7 +575,8 @@ fn report(manifest: &Manifest, extra: &[String]) -> Vec<String> {
         "lds",
         "scratch",
         "spill v/s",
-        "mfma/wmma"
+        "mfma/wmma",
+        "occ"
     );
     for t in manifest
         .targets
@@ -566,6 +588,7 @@ fn report(manifest: &Manifest, extra: &[String]) -> Vec<String> {
                 continue;
             };
             let mut p = k.resources.problems();
+            p.extend(k.code_problems(&t.target));
             p.extend(
                 k.resources
                     .notes()
@@ -578,7 +601,7 @@ fn report(manifest: &Manifest, extra: &[String]) -> Vec<String> {
             let wmma =
                 m.get("v_wmma").copied().unwrap_or(0) + m.get("v_swmmac").copied().unwrap_or(0);
             println!(
-                "{:<8} {:<20} {:>4} {:>5} {:>5} {:>5} {:>7} {:>8} {:>11} {:>11}  {}",
+                "{:<8} {:<20} {:>4} {:>5} {:>5} {:>5} {:>7} {:>8} {:>11} {:>11} {:>4}  {}",
                 t.target,
                 k.name,
                 k.threads,
@@ -589,6 +612,7 @@ fn report(manifest: &Manifest, extra: &[String]) -> Vec<String> {
                 r.scratch_bytes,
                 format!("{}/{}", r.vgpr_spills, r.sgpr_spills),
                 format!("{mfma}/{wmma}"),
+                r.occupancy_waves_per_simd,
                 if p.is_empty() {
                     "-".to_string()
                 } else {
@@ -602,6 +626,10 @@ fn report(manifest: &Manifest, extra: &[String]) -> Vec<String> {
             );
         }
     }
+    println!(
+        "occ: waves per SIMD (LLVM's occupancy, register-limited only: the kernels' LDS is \
+         dynamic, sized at launch)"
+    );
     println!();
     println!(
         "{:<8} {:<20} {:>4} {:>5} {:>7} {:>8} {:>11} {:>8} {:>9}  problems",
@@ -616,7 +644,8 @@ fn report(manifest: &Manifest, extra: &[String]) -> Vec<String> {
             let Resources::Nvidia(r) = &k.resources else {
                 continue;
             };
-            let p = k.resources.problems();
+            let mut p = k.resources.problems();
+            p.extend(k.code_problems(&t.target));
             let m = &k.matrix_instructions;
             println!(
                 "{:<8} {:<20} {:>4} {:>5} {:>7} {:>8} {:>11} {:>8} {:>9}  {}",
@@ -811,7 +840,8 @@ pub fn run(args: &Args) -> Result<(), Exit> {
         return Err(Exit {
             code: Exit::RESOURCES,
             message: format!(
-                "{} kernel resource problem(s) (spills or scratch/stack use):\n  {}",
+                "{} kernel problem(s) (spills, scratch/stack use, or a 16-bit forward kernel \
+                 without matrix instructions):\n  {}",
                 problems.len(),
                 problems.join("\n  ")
             ),
@@ -823,6 +853,19 @@ pub fn run(args: &Args) -> Result<(), Exit> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_target_has_a_matrix_instruction_rule() {
+        for spec in &TARGETS {
+            for k in ["attn_fwd_f16_d64", "attn_fwd_bf16_d128"] {
+                assert!(
+                    manifest::required_matrix_instruction(spec.cpu, k).is_some(),
+                    "{} {k}",
+                    spec.cpu
+                );
+            }
+        }
+    }
 
     #[test]
     fn compare_names_differences() {

@@ -5,7 +5,8 @@
 //!
 //! Exit codes: 0 success; 1 build failure or, with `--check`, committed artifacts that differ;
 //! 3 the toolchain (nightly, rust-src, llvm-tools, or ptxas) is missing and cannot be obtained;
-//! 4 a kernel spills or uses scratch/stack memory (everything is still written and printed).
+//! 4 a kernel spills or uses scratch/stack memory, or a 16-bit forward kernel lacks its target's
+//! matrix instruction (everything is still written and printed).
 
 mod amd;
 mod ir;
@@ -29,7 +30,7 @@ pub struct Exit {
 impl Exit {
     /// Exit code for a missing toolchain: CI prints that the kernel check was skipped.
     pub const TOOLCHAIN: u8 = 3;
-    /// Exit code for spills or scratch use.
+    /// Exit code for spills, scratch use, or missing matrix instructions.
     pub const RESOURCES: u8 = 4;
 
     /// A build or check failure (exit code 1).

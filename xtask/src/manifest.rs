@@ -99,6 +99,14 @@ pub struct AmdResources {
     pub max_flat_workgroup_size: u32,
     /// `.wavefront_size`.
     pub wavefront_size: u32,
+    /// Waves per SIMD that can be resident at once, as LLVM computes it for the kernel
+    /// (`Occupancy [waves/SIMD]` of `llc -pass-remarks-analysis=kernel-resource-usage`): limited
+    /// by the VGPR/AGPR and SGPR counts and the launch bound.
+    ///
+    /// It is **register-limited only**: the kernels' LDS is dynamic (sized at launch, so
+    /// [`AmdResources::lds_bytes`], the static size, is 0) and LLVM's occupancy ignores it. The
+    /// launch's LDS bytes per block can lower the real occupancy further.
+    pub occupancy_waves_per_simd: u32,
 }
 
 /// NVIDIA kernel resources (`ptxas -v`).
@@ -116,6 +124,42 @@ pub struct NvidiaResources {
     pub smem_bytes: u32,
     /// Named barriers used.
     pub barriers: u32,
+}
+
+/// The matrix instruction (a key of [`Kernel::matrix_instructions`]) that kernel `kernel` must
+/// contain on `target`, or `None` when it needs none.
+///
+/// The 16-bit forward kernels (`attn_fwd_f16_*`, `attn_fwd_bf16_*`) must use the target's
+/// matrix unit: `v_mfma` on gfx90a and gfx942, `v_wmma` on gfx1100, `mma.sync` on sm_80 and
+/// sm_90a. A kernel without it has fallen back to scalar code, which is correct but an order of
+/// magnitude slower. f32 kernels and `attn_abi_echo` have no matrix instructions and need none;
+/// so do 16-bit kernels on targets not listed here.
+pub fn required_matrix_instruction(target: &str, kernel: &str) -> Option<&'static str> {
+    let sixteen_bit = ["attn_fwd_f16_", "attn_fwd_bf16_"]
+        .iter()
+        .any(|p| kernel.starts_with(p));
+    if !sixteen_bit {
+        return None;
+    }
+    match target {
+        "gfx90a" | "gfx942" => Some("v_mfma"),
+        "gfx1100" => Some("v_wmma"),
+        "sm_80" | "sm_90a" => Some("mma.sync"),
+        _ => None,
+    }
+}
+
+impl Kernel {
+    /// Why this kernel's code is unacceptable on `target` beyond its resources: a missing
+    /// matrix instruction (see [`required_matrix_instruction`]).
+    pub fn code_problems(&self, target: &str) -> Vec<String> {
+        match required_matrix_instruction(target, &self.name) {
+            Some(m) if self.matrix_instructions.get(m).copied().unwrap_or(0) == 0 => {
+                vec![format!("no {m} (matrix instruction) in its code")]
+            }
+            _ => Vec::new(),
+        }
+    }
 }
 
 impl Resources {
@@ -165,5 +209,75 @@ impl Resources {
             }
             _ => Vec::new(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kernel(name: &str, counts: &[(&str, u32)]) -> Kernel {
+        Kernel {
+            name: name.to_string(),
+            threads: 128,
+            resources: Resources::Amd(AmdResources::default()),
+            matrix_instructions: counts.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+        }
+    }
+
+    #[test]
+    fn matrix_instruction_rule() {
+        let r = required_matrix_instruction;
+        for t in ["gfx90a", "gfx942"] {
+            assert_eq!(r(t, "attn_fwd_f16_d64"), Some("v_mfma"));
+            assert_eq!(r(t, "attn_fwd_bf16_d256"), Some("v_mfma"));
+        }
+        assert_eq!(r("gfx1100", "attn_fwd_f16_d32"), Some("v_wmma"));
+        assert_eq!(r("gfx1100", "attn_fwd_bf16_d128"), Some("v_wmma"));
+        for t in ["sm_80", "sm_90a"] {
+            assert_eq!(r(t, "attn_fwd_f16_d128"), Some("mma.sync"));
+            assert_eq!(r(t, "attn_fwd_bf16_d64"), Some("mma.sync"));
+        }
+        for t in ["gfx90a", "gfx942", "gfx1100", "sm_80", "sm_90a"] {
+            assert_eq!(r(t, "attn_fwd_f32_d64"), None);
+            assert_eq!(r(t, "attn_abi_echo"), None);
+        }
+        assert_eq!(r("gfx1030", "attn_fwd_f16_d64"), None);
+    }
+
+    #[test]
+    fn missing_matrix_instruction_is_a_problem() {
+        // No v_mfma on gfx942: a problem; the wrong unit's count does not help.
+        let k = kernel("attn_fwd_bf16_d64", &[("v_mfma", 0), ("v_wmma", 12)]);
+        let p = k.code_problems("gfx942");
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].contains("v_mfma"), "{p:?}");
+        // A missing key counts as zero.
+        assert_eq!(
+            kernel("attn_fwd_f16_d32", &[]).code_problems("sm_80").len(),
+            1
+        );
+        assert_eq!(
+            kernel("attn_fwd_f16_d32", &[("v_mfma", 3)]).code_problems("gfx1100"),
+            ["no v_wmma (matrix instruction) in its code"]
+        );
+        // Present: fine.
+        assert!(k.code_problems("gfx1100").is_empty());
+        assert!(
+            kernel("attn_fwd_f16_d128", &[("mma.sync", 72)])
+                .code_problems("sm_90a")
+                .is_empty()
+        );
+        // f32 and the ABI probe need none.
+        assert!(
+            kernel("attn_fwd_f32_d64", &[("v_mfma", 0)])
+                .code_problems("gfx942")
+                .is_empty()
+        );
+        assert!(
+            kernel("attn_abi_echo", &[])
+                .code_problems("sm_80")
+                .is_empty()
+        );
     }
 }

@@ -299,6 +299,15 @@ pub struct AmdResources {
     pub max_flat_workgroup_size: u32,
     /// Wave size (32 or 64).
     pub wavefront_size: u32,
+    /// Waves per SIMD that can be resident at once, as LLVM computes it (`Occupancy
+    /// [waves/SIMD]` of the `kernel-resource-usage` remarks): limited by the register counts and
+    /// the launch bound. `None` in manifests written before it was recorded.
+    ///
+    /// Register-limited only: the kernels' LDS is dynamic (sized at launch; [`Self::lds_bytes`]
+    /// is the static size, 0), which LLVM's occupancy ignores, so the launch's LDS bytes per
+    /// block can lower the real occupancy further.
+    #[serde(default)]
+    pub occupancy_waves_per_simd: Option<u32>,
 }
 
 /// NVIDIA kernel resources.
@@ -435,7 +444,9 @@ mod tests {
             for k in &t.kernels {
                 match (&k.resources, t.triple.as_str()) {
                     (Resources::Amd(r), "amdgcn-amd-amdhsa") => {
-                        assert_eq!(r.max_flat_workgroup_size, k.threads)
+                        assert_eq!(r.max_flat_workgroup_size, k.threads);
+                        let occ = r.occupancy_waves_per_simd.expect("occupancy recorded");
+                        assert!((1..=16).contains(&occ), "{}: occupancy {occ}", k.name);
                     }
                     (Resources::Nvidia(_), "nvptx64-nvidia-cuda") => {}
                     other => panic!("{}: unexpected resources {other:?}", k.name),
@@ -448,6 +459,32 @@ mod tests {
                 .and_then(|t| t.kernel("attn_abi_echo"))
                 .is_some()
         );
+    }
+
+    #[test]
+    fn manifest_without_occupancy_parses() {
+        let json = r#"{"schema": 1, "generated_by": "x", "rustc": "r", "ptxas": "p",
+            "targets": [{"target": "gfx942", "triple": "amdgcn-amd-amdhsa", "files": [],
+            "matrix_instructions": {}, "kernels": [{"name": "k", "threads": 64,
+            "matrix_instructions": {}, "resources": {"vendor": "amd", "vgpr": 8, "agpr": 0,
+            "sgpr": 16, "lds_bytes": 0, "scratch_bytes": 0, "vgpr_spills": 0,
+            "sgpr_spills": 0, "dynamic_stack": false, "max_flat_workgroup_size": 64,
+            "wavefront_size": 64}}]}]}"#;
+        let m = parse_manifest(json).unwrap();
+        let k = m.target("gfx942").unwrap().kernel("k").unwrap();
+        match &k.resources {
+            Resources::Amd(r) => assert_eq!(r.occupancy_waves_per_simd, None),
+            other => panic!("{other:?}"),
+        }
+        let json = json.replace(
+            r#""wavefront_size": 64}"#,
+            r#""wavefront_size": 64, "occupancy_waves_per_simd": 5}"#,
+        );
+        let m = parse_manifest(&json).unwrap();
+        match &m.targets[0].kernels[0].resources {
+            Resources::Amd(r) => assert_eq!(r.occupancy_waves_per_simd, Some(5)),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
