@@ -104,7 +104,7 @@ fn other_head_dims_and_d_ne_dv() {
 
 #[test]
 fn custom_scale_and_large_logits_stay_finite() {
-    let cases = [0.02f32, 1.0, 30.0]
+    let cases = [0.02f32, 1.0, 30.0, 0.0, -0.5]
         .into_iter()
         .map(|s| FwdCase {
             problem: Problem::new(Dtype::Bf16, 1, 65, 300, 2, 1, 64, 64).with_scale(s),

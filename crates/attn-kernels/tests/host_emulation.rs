@@ -19,6 +19,8 @@ struct Case {
     d: usize,
     dv: usize,
     window: Option<(i32, i32, bool)>,
+    /// Softmax scale; `None` is `1/sqrt(D)`.
+    scale: Option<f32>,
 }
 
 /// Deterministic pseudo-random values in [-2, 2).
@@ -41,7 +43,7 @@ fn run_case(c: &Case, seed: u64) {
     let v = fill(c.b * c.sk * c.hk * c.dv, seed + 2);
     let mut out = vec![f32::NAN; c.b * c.sq * c.hq * c.dv];
     let mut lse = vec![f32::NAN; c.b * c.hq * c.sq];
-    let scale = 1.0 / (c.d as f32).sqrt();
+    let scale = c.scale.unwrap_or(1.0 / (c.d as f32).sqrt());
     let (left, right, br) = c
         .window
         .unwrap_or((WINDOW_UNBOUNDED, WINDOW_UNBOUNDED, false));
@@ -161,6 +163,7 @@ fn emulated_forward_matches_naive_attention() {
             d: 24,
             dv: 64,
             window: None,
+            scale: None,
         },
         Case {
             b: 2,
@@ -171,6 +174,7 @@ fn emulated_forward_matches_naive_attention() {
             d: 64,
             dv: 40,
             window: None,
+            scale: None,
         },
         // Causal top-left and bottom-right, Sq > Sk (fully masked rows), sliding window.
         Case {
@@ -182,6 +186,7 @@ fn emulated_forward_matches_naive_attention() {
             d: 16,
             dv: 16,
             window: Some((WINDOW_UNBOUNDED, 0, false)),
+            scale: None,
         },
         Case {
             b: 1,
@@ -192,6 +197,7 @@ fn emulated_forward_matches_naive_attention() {
             d: 16,
             dv: 8,
             window: Some((WINDOW_UNBOUNDED, 0, true)),
+            scale: None,
         },
         Case {
             b: 1,
@@ -202,6 +208,30 @@ fn emulated_forward_matches_naive_attention() {
             d: 8,
             dv: 8,
             window: Some((5, 3, true)),
+            scale: None,
+        },
+        // Scales that cannot be folded into exp2 (negative with a mask, zero).
+        Case {
+            b: 1,
+            hq: 2,
+            hk: 1,
+            sq: 33,
+            sk: 47,
+            d: 16,
+            dv: 16,
+            window: Some((WINDOW_UNBOUNDED, 0, true)),
+            scale: Some(-0.7),
+        },
+        Case {
+            b: 1,
+            hq: 1,
+            hk: 1,
+            sq: 9,
+            sk: 40,
+            d: 8,
+            dv: 8,
+            window: None,
+            scale: Some(0.0),
         },
     ];
     for (n, c) in cases.iter().enumerate() {

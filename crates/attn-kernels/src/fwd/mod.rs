@@ -21,8 +21,8 @@
 //! P tile. Tiles are copied 16 bytes at a time when every row is 16-byte aligned
 //! ([`attn_abi::FLAG_VEC16`]), element by element otherwise.
 use crate::arch::{
-    WAVE, async_commit, async_wait_all, block_idx, copy16_async, dyn_smem, exp2, lane_id, log2,
-    rcp, shfl_xor_f32, sync_threads, thread_idx, wave_id,
+    WAVE, async_commit, async_wait_all, block_idx, copy16_async, dyn_smem, exp2, fma, lane_id,
+    log2, rcp, shfl_xor_f32, sync_threads, thread_idx, wave_id,
 };
 use crate::atom::MmaAtom;
 use crate::mask::Mask;
@@ -243,6 +243,13 @@ pub fn run<
         }
     }
 
+    // With a positive scale the scores stay unscaled (the row max of raw scores is the row max
+    // of scaled ones) and the scale is folded into the exp2 argument, one FFMA per score:
+    // `2^(s·c - m·c)`. Other scales (0, negative) are applied to the scores first and `c = 1`.
+    // `m_run` is kept in the same, pre-`c`, units.
+    let fold = p.scale_log2 > 0.0;
+    let c = if fold { p.scale_log2 } else { 1.0 };
+
     let rows = m0 as i64..(m0 + block_m).min(sq.max(1)) as i64;
     let (n_lo, n_hi) = mask.key_blocks(rows, block_n as i64);
     let (n_lo, n_hi) = (n_lo as usize, n_hi as usize);
@@ -297,17 +304,20 @@ pub fn run<
             }
         }
 
-        // Scale into the log2 domain and mask; only blocks that straddle the mask's edge (or
-        // the end of the keys) pay for per-element visibility.
+        // Mask; only blocks that straddle the mask's edge (or the end of the keys) pay for
+        // per-element visibility. Scores are scaled here only when the scale is not folded
+        // into the exp2 below (see `fold`).
         let full = mask.block_is_full(
             m0 as i64..(m0 + block_m) as i64,
             n0 as i64..(n0 + block_n) as i64,
         );
         if full {
-            for t in 0..TM {
-                for tn in 0..TN {
-                    for v in 0..A::C_VALS {
-                        s[t][tn][v] *= p.scale_log2;
+            if !fold {
+                for t in 0..TM {
+                    for tn in 0..TN {
+                        for v in 0..A::C_VALS {
+                            s[t][tn][v] *= p.scale_log2;
+                        }
                     }
                 }
             }
@@ -315,11 +325,16 @@ pub fn run<
             for t in 0..TM {
                 for tn in 0..TN {
                     for v in 0..A::C_VALS {
-                        let (r, c) = A::c_coord(lane, v);
+                        let (r, cc) = A::c_coord(lane, v);
                         let i = (m0 + row0 + t * A::M + r) as i64;
-                        let j = (n0 + tn * A::N + c) as i64;
-                        s[t][tn][v] = if mask.visible(i, j) {
+                        let j = (n0 + tn * A::N + cc) as i64;
+                        let x = if fold {
+                            s[t][tn][v]
+                        } else {
                             s[t][tn][v] * p.scale_log2
+                        };
+                        s[t][tn][v] = if mask.visible(i, j) {
+                            x
                         } else {
                             f32::NEG_INFINITY
                         };
@@ -337,6 +352,7 @@ pub fn run<
                     mx[slot] = mx[slot].max(s[t][tn][v]);
                 }
             }
+            // base = m·c, the exp2 offset of each row.
             let mut base = A::Rows::default();
             let mut alpha = A::Rows::default();
             for r in 0..A::ROW_SLOTS {
@@ -345,9 +361,9 @@ pub fn run<
                 base[r] = if mx[r] == f32::NEG_INFINITY {
                     0.0
                 } else {
-                    mx[r]
+                    mx[r] * c
                 };
-                alpha[r] = exp2(m_run[t][r] - base[r]);
+                alpha[r] = exp2(fma(m_run[t][r], c, -base[r]));
                 l_run[t][r] *= alpha[r];
                 m_run[t][r] = mx[r];
             }
@@ -359,7 +375,7 @@ pub fn run<
             for tn in 0..TN {
                 for v in 0..A::C_VALS {
                     let slot = A::row_slot(v);
-                    let pv = exp2(s[t][tn][v] - base[slot]);
+                    let pv = exp2(fma(s[t][tn][v], c, -base[slot]));
                     s[t][tn][v] = pv;
                     l_run[t][slot] += pv;
                 }
@@ -372,10 +388,10 @@ pub fn run<
                 for tn in 0..TN {
                     let frag = s[t][tn];
                     for v in 0..A::C_VALS {
-                        let (r, c) = A::c_coord(lane, v);
+                        let (r, cc) = A::c_coord(lane, v);
                         // SAFETY: row < BLOCK_M and col < BLOCK_N <= pp index inside p_s.
                         unsafe {
-                            *p_s.add((row0 + t * A::M + r) * pp + tn * A::N + c) =
+                            *p_s.add((row0 + t * A::M + r) * pp + tn * A::N + cc) =
                                 A::E::from_f32(frag[v])
                         };
                     }
@@ -440,7 +456,7 @@ pub fn run<
             let seen = l > 0.0;
             inv[r] = if seen { rcp(l) } else { 0.0 };
             lse[r] = if seen {
-                (m_run[t][r] + log2(l)) * LN_2
+                (m_run[t][r] * c + log2(l)) * LN_2
             } else {
                 f32::NEG_INFINITY
             };
@@ -448,9 +464,9 @@ pub fn run<
         for nd in 0..ND {
             let frag = o[t][nd];
             for v in 0..A::C_VALS {
-                let (r, c) = A::c_coord(lane, v);
+                let (r, cc) = A::c_coord(lane, v);
                 let i = m0 + row0 + t * A::M + r;
-                let col = nd * A::N + c;
+                let col = nd * A::N + cc;
                 if i < sq && col < dv {
                     let x = A::E::from_f32(frag[v] * inv[A::row_slot(v)]);
                     // SAFETY: i < Sq and col < Dv are inside `out` (host validated).
@@ -461,7 +477,7 @@ pub fn run<
                     };
                 }
                 // The lane holding column 0 of a row writes its lse.
-                if nd == 0 && c == 0 && i < sq && p.lse != 0 {
+                if nd == 0 && cc == 0 && i < sq && p.lse != 0 {
                     // SAFETY: i < Sq is inside `lse` (host validated, row stride 1).
                     unsafe { *lse_base.add(i) = lse[A::row_slot(v)] };
                 }
