@@ -23,6 +23,9 @@ pub use amdgpu::*;
 
 #[cfg(target_arch = "nvptx64")]
 mod nvptx;
+
+#[cfg(not(target_arch = "nvptx64"))]
+mod soft;
 #[cfg(target_arch = "nvptx64")]
 pub use nvptx::*;
 

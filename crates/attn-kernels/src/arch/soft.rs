@@ -1,0 +1,42 @@
+//! Software forms of operations NVIDIA has instructions for (`cp.async`, `cvt.rn.*x2`), shared
+//! by the AMD backend and the host emulation.
+
+/// Copies 16 bytes from global `src` to shared `dst` (one 16-byte load and store; this target
+/// has no asynchronous copy), or writes 16 zero bytes when `valid` is false.
+///
+/// # Safety
+/// `dst` is 16-byte aligned shared memory; when `valid`, `src` is 16-byte aligned and readable.
+#[inline(always)]
+pub unsafe fn copy16_async(dst: *mut u8, src: *const u8, valid: bool) {
+    // Two direct stores, not a select between arrays: an aggregate select goes through a
+    // stack slot (scratch).
+    let dst = dst.cast::<[u32; 4]>();
+    if valid {
+        // SAFETY: the caller guarantees `src` is aligned and readable when `valid`, and `dst`
+        // aligned shared memory.
+        unsafe { *dst = *src.cast::<[u32; 4]>() };
+    } else {
+        // SAFETY: as above.
+        unsafe { *dst = [0; 4] };
+    }
+}
+
+/// Closes a group of copies (nothing to do: copies here are synchronous).
+#[inline(always)]
+pub fn async_commit() {}
+
+/// Waits for this thread's copies (they are synchronous here).
+#[inline(always)]
+pub fn async_wait_all() {}
+
+/// Rounds `lo`, `hi` to f16 (nearest even) and packs them, `lo` in bits 0..16.
+#[inline(always)]
+pub fn pack_f16x2(lo: f32, hi: f32) -> u32 {
+    super::cvt::f32_to_f16(lo) as u32 | (super::cvt::f32_to_f16(hi) as u32) << 16
+}
+
+/// Rounds `lo`, `hi` to bf16 (nearest even) and packs them, `lo` in bits 0..16.
+#[inline(always)]
+pub fn pack_bf16x2(lo: f32, hi: f32) -> u32 {
+    super::cvt::f32_to_bf16(lo) as u32 | (super::cvt::f32_to_bf16(hi) as u32) << 16
+}
