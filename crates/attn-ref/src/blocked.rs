@@ -13,7 +13,8 @@
 //! O_i   = round_dtype(acc * (rescale / l)),   lse_i = (m + log2 l) * ln 2;  O_i = 0, lse_i = -inf if l = 0
 //! ```
 
-use crate::{Error, Inputs, Problem, Seq, Tensor, dropout};
+use crate::naive::gather;
+use crate::{Error, Inputs, Problem, Seq, dropout};
 use rayon::prelude::*;
 
 /// Result of [`forward_blocked`], in the kernel's precision.
@@ -23,22 +24,6 @@ pub struct BlockedOutput {
     pub out: Vec<f32>,
     /// `[B, Hq, Sq]` (varlen `[Hq, total_q]`), f32.
     pub lse: Vec<f32>,
-}
-
-fn gather32(
-    t: &Tensor,
-    batch: usize,
-    start: usize,
-    rows: usize,
-    head: usize,
-    dim: usize,
-) -> Vec<f32> {
-    let mut out = Vec::with_capacity(rows * dim);
-    for r in 0..rows {
-        let base = t.offset([batch, start + r, head, 0]);
-        out.extend((0..dim).map(|d| t.data[base + d * t.strides[3]]));
-    }
-    out
 }
 
 /// The blocked low-precision forward with tiles of `block_m` query rows and `block_n` keys (both >= 1).
@@ -82,9 +67,9 @@ pub fn forward_blocked(
         .into_par_iter()
         .map(|(s, h)| {
             let g = h / p.group();
-            let q = gather32(&x.q, s.batch, s.q_start, s.sq, h, d);
-            let k = gather32(&x.k, s.batch, s.k_start, s.sk, g, d);
-            let v = gather32(&x.v, s.batch, s.k_start, s.sk, g, dv);
+            let q = gather::<f32>(&x.q, s.batch, s.q_start, s.sq, h, d);
+            let k = gather::<f32>(&x.k, s.batch, s.k_start, s.sk, g, d);
+            let v = gather::<f32>(&x.v, s.batch, s.k_start, s.sk, g, dv);
             let slope_log2 = p
                 .alibi
                 .as_ref()

@@ -46,18 +46,20 @@ pub(crate) struct Head<'a> {
     pub rescale: f64,
 }
 
-pub(crate) fn gather(
+/// Rows `start..start + rows` of head `head` in batch `batch`, `dim` values each, row-major, in
+/// the precision `T` (f64 for the truth, f32 for the blocked path).
+pub(crate) fn gather<T: From<f32>>(
     t: &Tensor,
     batch: usize,
     start: usize,
     rows: usize,
     head: usize,
     dim: usize,
-) -> Vec<f64> {
+) -> Vec<T> {
     let mut out = Vec::with_capacity(rows * dim);
     for r in 0..rows {
         let base = t.offset([batch, start + r, head, 0]);
-        out.extend((0..dim).map(|d| t.data[base + d * t.strides[3]] as f64));
+        out.extend((0..dim).map(|d| T::from(t.data[base + d * t.strides[3]])));
     }
     out
 }
