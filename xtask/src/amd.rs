@@ -79,7 +79,7 @@ pub fn parse_notes(text: &str) -> Result<Vec<KernelNote>, String> {
                 max_flat_workgroup_size: num("max_flat_workgroup_size")?,
                 wavefront_size: num("wavefront_size")?,
                 // Not in the note: filled in from the llc remarks ([`parse_occupancy_remarks`]).
-                occupancy_waves_per_simd: 0,
+                occupancy_waves_per_simd: None,
             };
             Ok(KernelNote { name, resources })
         })

@@ -207,7 +207,7 @@ fn read(path: &Path) -> Result<String, String> {
     std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))
 }
 
-fn file_entry(out: &Path, name: &str, format: &'static str) -> Result<manifest::File, String> {
+fn file_entry(out: &Path, name: &str, format: manifest::Format) -> Result<manifest::File, String> {
     let size = std::fs::metadata(out.join(name))
         .map_err(|e| format!("{name}: {e}"))?
         .len();
@@ -377,12 +377,12 @@ fn build_target(
                     ));
                 }
                 n.resources.occupancy_waves_per_simd =
-                    *occupancy.get(&n.name).ok_or_else(|| {
+                    Some(*occupancy.get(&n.name).ok_or_else(|| {
                         format!(
                             "{}: llc printed no occupancy remark for kernel {}",
                             spec.cpu, n.name
                         )
-                    })?;
+                    })?);
                 kernels.push(manifest::Kernel {
                     matrix_instructions: counts.get(&n.name).cloned().unwrap_or_default(),
                     name: n.name,
@@ -390,7 +390,11 @@ fn build_target(
                     resources: Resources::Amd(n.resources),
                 });
             }
-            (vec![file_entry(out, &name, "hsaco")?], None, totals)
+            (
+                vec![file_entry(out, &name, manifest::Format::Hsaco)?],
+                None,
+                totals,
+            )
         }
         Vendor::Nvidia => {
             step("llc (PTX)");
@@ -456,8 +460,8 @@ fn build_target(
                 });
             }
             let files = vec![
-                file_entry(out, &cubin_name, "cubin")?,
-                file_entry(out, &ptx_name, "ptx")?,
+                file_entry(out, &cubin_name, manifest::Format::Cubin)?,
+                file_entry(out, &ptx_name, manifest::Format::Ptx)?,
             ];
             (files, Some(version), ptx::count_matrix_ops(&text))
         }
@@ -612,7 +616,8 @@ fn report(manifest: &Manifest, extra: &[String]) -> Vec<String> {
                 r.scratch_bytes,
                 format!("{}/{}", r.vgpr_spills, r.sgpr_spills),
                 format!("{mfma}/{wmma}"),
-                r.occupancy_waves_per_simd,
+                r.occupancy_waves_per_simd
+                    .map_or_else(|| "-".to_string(), |o| o.to_string()),
                 if p.is_empty() {
                     "-".to_string()
                 } else {

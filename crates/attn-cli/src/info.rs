@@ -80,23 +80,27 @@ fn resource_table(m: &code_objects::Manifest) -> Table {
         "LDS/smem B",
         "scratch/stack B",
         "spills",
+        "waves/SIMD",
         "matrix ops",
     ]);
     for target in &m.targets {
         for k in &target.kernels {
             let mma: u32 = k.matrix_instructions.values().sum();
-            let (regs, lds, scratch, spills) = match &k.resources {
+            let (regs, lds, scratch, spills, occupancy) = match &k.resources {
                 Resources::Amd(r) => (
                     format!("{}/{}/{}", r.vgpr, r.agpr, r.sgpr),
                     r.lds_bytes,
                     r.scratch_bytes,
                     format!("{} v, {} s", r.vgpr_spills, r.sgpr_spills),
+                    r.occupancy_waves_per_simd
+                        .map_or("-".into(), |o| o.to_string()),
                 ),
                 Resources::Nvidia(r) => (
                     r.registers.to_string(),
                     r.smem_bytes,
                     r.stack_bytes,
                     format!("{} st, {} ld", r.spill_stores, r.spill_loads),
+                    "-".to_string(),
                 ),
             };
             t.add_row([
@@ -107,6 +111,7 @@ fn resource_table(m: &code_objects::Manifest) -> Table {
                 lds.to_string(),
                 scratch.to_string(),
                 spills,
+                occupancy,
                 mma.to_string(),
             ]);
         }

@@ -16,39 +16,12 @@
 //! usage (registers, LDS/shared memory, scratch/stack, spills, matrix-instruction counts); see
 //! [`manifest`].
 
-use serde::Deserialize;
-use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
-/// Container format of a [`CodeObject`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Format {
-    /// AMDGPU ELF code object, for `hipModuleLoadData`.
-    Hsaco,
-    /// NVIDIA ELF (SASS), for `cuModuleLoadData`.
-    Cubin,
-    /// NVIDIA PTX text, JIT-compiled by the driver (`cuModuleLoadData`). The embedded bytes end
-    /// with a NUL byte, as the driver requires.
-    Ptx,
-}
-
-impl Format {
-    /// The name used in the manifest (`hsaco`, `cubin`, `ptx`).
-    pub const fn name(self) -> &'static str {
-        match self {
-            Format::Hsaco => "hsaco",
-            Format::Cubin => "cubin",
-            Format::Ptx => "ptx",
-        }
-    }
-}
-
-impl std::fmt::Display for Format {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
+pub use attn_manifest::{
+    AmdResources, File as FileInfo, Format, Kernel as KernelInfo, Manifest, NvidiaResources,
+    Resources, Target as TargetInfo,
+};
 
 /// One embedded code object.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -192,139 +165,6 @@ pub fn hip_code_object(gcn_arch_name: &str) -> Option<CodeObject> {
         .iter()
         .find(|c| c.format == Format::Hsaco && c.target == proc)
         .copied()
-}
-
-/// The manifest written by `cargo xtask build-kernels` (`kernels/manifest.json`).
-#[derive(Clone, Debug, PartialEq, Deserialize)]
-pub struct Manifest {
-    /// Schema version (1).
-    pub schema: u32,
-    /// The tool that wrote it.
-    pub generated_by: String,
-    /// `rustc --version` of the nightly that compiled the kernels.
-    pub rustc: String,
-    /// `ptxas` release that produced the cubins (e.g. `V12.9.86`).
-    pub ptxas: String,
-    /// One entry per target.
-    pub targets: Vec<TargetInfo>,
-}
-
-impl Manifest {
-    /// The entry of target `name` (`gfx942`, `sm_90a`, ...).
-    pub fn target(&self, name: &str) -> Option<&TargetInfo> {
-        self.targets.iter().find(|t| t.target == name)
-    }
-}
-
-/// One target of the [`Manifest`].
-#[derive(Clone, Debug, PartialEq, Deserialize)]
-pub struct TargetInfo {
-    /// Target name.
-    pub target: String,
-    /// LLVM triple (`amdgcn-amd-amdhsa` or `nvptx64-nvidia-cuda`).
-    pub triple: String,
-    /// PTX ISA version (NVIDIA targets).
-    #[serde(default)]
-    pub ptx_version: Option<String>,
-    /// The target's files.
-    pub files: Vec<FileInfo>,
-    /// Matrix-instruction counts over the whole object, by mnemonic (`v_mfma`, `v_wmma`,
-    /// `mma.sync`, ...).
-    pub matrix_instructions: BTreeMap<String, u32>,
-    /// The kernels, sorted by name.
-    pub kernels: Vec<KernelInfo>,
-}
-
-impl TargetInfo {
-    /// The entry of kernel `name`.
-    pub fn kernel(&self, name: &str) -> Option<&KernelInfo> {
-        self.kernels.iter().find(|k| k.name == name)
-    }
-}
-
-/// One file of a [`TargetInfo`].
-#[derive(Clone, Debug, PartialEq, Deserialize)]
-pub struct FileInfo {
-    /// File name inside `kernels/`.
-    pub path: String,
-    /// Container format.
-    pub format: Format,
-    /// Size in bytes (of the file; embedded PTX has one more byte, its NUL).
-    pub size: u64,
-}
-
-/// One kernel of a [`TargetInfo`].
-#[derive(Clone, Debug, PartialEq, Deserialize)]
-pub struct KernelInfo {
-    /// Symbol name, e.g. `attn_fwd_bf16_d128`.
-    pub name: String,
-    /// Threads per block the kernel was compiled for (its launch bound).
-    pub threads: u32,
-    /// Resource usage.
-    pub resources: Resources,
-    /// Matrix-instruction counts inside the kernel, by mnemonic.
-    pub matrix_instructions: BTreeMap<String, u32>,
-}
-
-/// Per-vendor resource usage of a kernel.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
-#[serde(tag = "vendor", rename_all = "lowercase")]
-pub enum Resources {
-    /// From the AMDGPU code-object metadata.
-    Amd(AmdResources),
-    /// From `ptxas -v`.
-    Nvidia(NvidiaResources),
-}
-
-/// AMD kernel resources.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-pub struct AmdResources {
-    /// Vector registers per lane (on gfx90a/gfx942 the unified VGPR+AGPR allocation).
-    pub vgpr: u32,
-    /// Accumulation registers per lane.
-    pub agpr: u32,
-    /// Scalar registers per wave.
-    pub sgpr: u32,
-    /// Static LDS bytes per block.
-    pub lds_bytes: u32,
-    /// Scratch bytes per lane (spills and stack).
-    pub scratch_bytes: u32,
-    /// VGPRs spilled.
-    pub vgpr_spills: u32,
-    /// SGPRs spilled.
-    pub sgpr_spills: u32,
-    /// Whether the stack size is dynamic.
-    pub dynamic_stack: bool,
-    /// Largest block size the kernel accepts.
-    pub max_flat_workgroup_size: u32,
-    /// Wave size (32 or 64).
-    pub wavefront_size: u32,
-    /// Waves per SIMD that can be resident at once, as LLVM computes it (`Occupancy
-    /// [waves/SIMD]` of the `kernel-resource-usage` remarks): limited by the register counts and
-    /// the launch bound. `None` in manifests written before it was recorded.
-    ///
-    /// Register-limited only: the kernels' LDS is dynamic (sized at launch; [`Self::lds_bytes`]
-    /// is the static size, 0), which LLVM's occupancy ignores, so the launch's LDS bytes per
-    /// block can lower the real occupancy further.
-    #[serde(default)]
-    pub occupancy_waves_per_simd: Option<u32>,
-}
-
-/// NVIDIA kernel resources.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-pub struct NvidiaResources {
-    /// Registers per thread.
-    pub registers: u32,
-    /// Bytes of spill stores.
-    pub spill_stores: u32,
-    /// Bytes of spill loads.
-    pub spill_loads: u32,
-    /// Stack (local memory) bytes per thread, callees included.
-    pub stack_bytes: u32,
-    /// Static shared-memory bytes per block.
-    pub smem_bytes: u32,
-    /// Barriers used.
-    pub barriers: u32,
 }
 
 /// Parses a manifest (the embedded one is [`manifest`]).
