@@ -4,16 +4,17 @@
 //! allocations, module loads, streams and the default stream all belong to the current device.
 //! So every method first calls `hipSetDevice(ordinal)`: the backend can be used from any thread.
 //!
-//! Kernel arguments travel through `kernelParams`: an array of [`KERNARG_WORDS`] pointers, one to
+//! Kernel arguments travel through `kernelParams`: an array of [`attn_abi::KERNARG_WORDS`] pointers, one to
 //! each `u64` word of the [`KernArgs`] image. The kernels' kernarg segment is exactly that many
 //! 8-byte `by_value` arguments, so the runtime copies word `i` to offset `8 * i`.
 use std::ffi::{CString, c_int, c_void};
 
-use attn_abi::{KERNARG_WORDS, KernArgs};
+use attn_abi::KernArgs;
 use hip_sys::{Hip, LoadError, hipError_t};
 
 use super::{
     Api, Backend, DeviceInfo, EventHandle, FunctionHandle, ModuleHandle, Ptr, StreamHandle,
+    kernel_param_pointers,
 };
 use crate::error::{Error, Result};
 
@@ -84,11 +85,6 @@ fn device_count(hip: &Hip) -> Result<u32> {
     }
     check(hip, "hipGetDeviceCount", e)?;
     Ok(n.max(0) as u32)
-}
-
-/// The `kernelParams` array for `args`: pointer `i` points at word `i` of the image.
-fn kernel_param_pointers(args: &KernArgs) -> [*mut c_void; KERNARG_WORDS] {
-    std::array::from_fn(|i| (&args.0[i] as *const u64).cast_mut().cast::<c_void>())
 }
 
 fn to_ptr(handle: u64) -> *mut c_void {
@@ -477,20 +473,6 @@ impl Backend for HipDevice {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn kernel_params_point_at_each_word_in_order() {
-        let args = KernArgs(std::array::from_fn(|i| 0x1000 + i as u64));
-        let params = kernel_param_pointers(&args);
-        let base = args.0.as_ptr() as usize;
-        for (i, p) in params.iter().enumerate() {
-            assert_eq!(*p as usize, base + 8 * i, "word {i}");
-            // SAFETY: `p` points at word `i` of `args`, which is alive and 8-aligned.
-            assert_eq!(unsafe { p.cast::<u64>().read() }, 0x1000 + i as u64);
-        }
-        assert_eq!(params.len() * 8, size_of::<KernArgs>());
-        assert_eq!(align_of::<KernArgs>(), 8);
-    }
 
     #[test]
     fn handles_round_trip() {

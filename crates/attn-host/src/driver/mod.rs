@@ -6,7 +6,8 @@
 //!
 //! Handles (`Ptr`, `ModuleHandle`, …) are the runtime's own pointers carried as `u64`.
 use crate::error::Result;
-use attn_abi::KernArgs;
+use attn_abi::{KERNARG_WORDS, KernArgs};
+use std::ffi::c_void;
 
 pub mod cuda;
 pub mod hip;
@@ -50,6 +51,12 @@ pub struct DeviceInfo {
     pub total_memory: u64,
     /// Largest dynamic shared memory (LDS) a block may opt into, in bytes.
     pub max_shared_per_block: u32,
+}
+
+/// The `kernelParams` array both runtimes' launch calls take for an argument image: pointer `i`
+/// points at word `i` (each kernel parameter is one `u64`). The runtimes only read through it.
+pub(crate) fn kernel_param_pointers(args: &KernArgs) -> [*mut c_void; KERNARG_WORDS] {
+    std::array::from_fn(|i| (&args.0[i] as *const u64).cast_mut().cast::<c_void>())
 }
 
 /// A device address.
@@ -145,4 +152,23 @@ pub trait Backend: Send + Sync {
     /// # Safety
     /// `event` came from `event_create` on this backend and is not used afterwards.
     unsafe fn event_destroy(&self, event: EventHandle) -> Result<()>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_params_point_at_each_word_in_order() {
+        let args = KernArgs(std::array::from_fn(|i| 0x1000 + i as u64));
+        let params = kernel_param_pointers(&args);
+        let base = args.0.as_ptr() as usize;
+        for (i, p) in params.iter().enumerate() {
+            assert_eq!(*p as usize, base + 8 * i, "word {i}");
+            // SAFETY: `p` points at word `i` of `args`, which is alive and 8-aligned.
+            assert_eq!(unsafe { p.cast::<u64>().read() }, 0x1000 + i as u64);
+        }
+        assert_eq!(params.len() * 8, size_of::<KernArgs>());
+        assert_eq!(align_of::<KernArgs>(), 8);
+    }
 }
