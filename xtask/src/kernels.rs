@@ -591,14 +591,8 @@ fn report(manifest: &Manifest, extra: &[String]) -> Vec<String> {
             let Resources::Amd(r) = &k.resources else {
                 continue;
             };
-            let mut p = k.resources.problems();
-            p.extend(k.code_problems(&t.target));
-            p.extend(
-                k.resources
-                    .notes()
-                    .into_iter()
-                    .map(|n| format!("note: {n}")),
-            );
+            let errors = k.problems(&t.target);
+            let cell = problem_cell(&errors, &k.resources.notes());
             let m = &k.matrix_instructions;
             let mfma =
                 m.get("v_mfma").copied().unwrap_or(0) + m.get("v_smfmac").copied().unwrap_or(0);
@@ -618,15 +612,11 @@ fn report(manifest: &Manifest, extra: &[String]) -> Vec<String> {
                 format!("{mfma}/{wmma}"),
                 r.occupancy_waves_per_simd
                     .map_or_else(|| "-".to_string(), |o| o.to_string()),
-                if p.is_empty() {
-                    "-".to_string()
-                } else {
-                    p.join(", ")
-                }
+                cell
             );
             problems.extend(
-                p.into_iter()
-                    .filter(|p| !p.starts_with("note: "))
+                errors
+                    .into_iter()
                     .map(|p| format!("{} {}: {p}", t.target, k.name)),
             );
         }
@@ -649,8 +639,8 @@ fn report(manifest: &Manifest, extra: &[String]) -> Vec<String> {
             let Resources::Nvidia(r) = &k.resources else {
                 continue;
             };
-            let mut p = k.resources.problems();
-            p.extend(k.code_problems(&t.target));
+            let errors = k.problems(&t.target);
+            let cell = problem_cell(&errors, &k.resources.notes());
             let m = &k.matrix_instructions;
             println!(
                 "{:<8} {:<20} {:>4} {:>5} {:>7} {:>8} {:>11} {:>8} {:>9}  {}",
@@ -667,14 +657,11 @@ fn report(manifest: &Manifest, extra: &[String]) -> Vec<String> {
                     m.get("mma.sync").copied().unwrap_or(0),
                     m.get("wgmma.mma_async").copied().unwrap_or(0)
                 ),
-                if p.is_empty() {
-                    "-".to_string()
-                } else {
-                    p.join(", ")
-                }
+                cell
             );
             problems.extend(
-                p.into_iter()
+                errors
+                    .into_iter()
                     .map(|p| format!("{} {}: {p}", t.target, k.name)),
             );
         }
@@ -853,6 +840,21 @@ pub fn run(args: &Args) -> Result<(), Exit> {
         });
     }
     Ok(())
+}
+
+/// The problems column of a resource-table row: the errors, then the notes (marked as such), or
+/// `-` when there are neither.
+fn problem_cell(errors: &[String], notes: &[String]) -> String {
+    let cells: Vec<String> = errors
+        .iter()
+        .cloned()
+        .chain(notes.iter().map(|n| format!("note: {n}")))
+        .collect();
+    if cells.is_empty() {
+        "-".to_string()
+    } else {
+        cells.join(", ")
+    }
 }
 
 #[cfg(test)]

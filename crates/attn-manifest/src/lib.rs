@@ -194,6 +194,15 @@ pub fn required_matrix_instruction(target: &str, kernel: &str) -> Option<&'stati
 }
 
 impl Kernel {
+    /// Everything that makes this kernel unacceptable on `target`: its resources
+    /// ([`Resources::problems`]) and its code ([`Kernel::code_problems`]). Notes that are not
+    /// errors are [`Resources::notes`].
+    pub fn problems(&self, target: &str) -> Vec<String> {
+        let mut p = self.resources.problems();
+        p.extend(self.code_problems(target));
+        p
+    }
+
     /// Why this kernel's code is unacceptable on `target` beyond its resources: a missing
     /// matrix instruction (see [`required_matrix_instruction`]).
     pub fn code_problems(&self, target: &str) -> Vec<String> {
