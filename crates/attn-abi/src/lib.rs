@@ -3,21 +3,22 @@
 //! Every kernel takes exactly one `#[repr(C)]` parameter struct from this crate. The struct is
 //! compiled into both the host and the kernel, so the two can never disagree on a field.
 //!
-//! # Transport: a fixed 256-byte kernel-argument image
+//! # Transport: a fixed 512-byte kernel-argument image
 //!
 //! rustc lowers a struct passed by value to an `extern "gpu-kernel"` function differently per
 //! target: NVPTX gets a `.param .b8 [N]` byval parameter, but AMDGPU gets a *pointer* (a
 //! `global_buffer` kernel argument), which would force a device allocation per launch. So every
 //! kernel entry instead takes [`KERNARG_WORDS`] `u64` arguments, which both targets lay out as a
-//! contiguous kernel-argument segment of 256 bytes (AMD: 32 `by_value` args at offsets 0, 8, …;
-//! NVIDIA: 32 `.param .u64`). The host writes the struct's bytes into that image with
+//! contiguous kernel-argument segment of 512 bytes (AMD: 64 `by_value` args at offsets 0, 8, …;
+//! NVIDIA: 64 `.param .u64`). The image grew from 256 bytes when the forward gained its score
+//! pieces, varlen and dropout (`docs/design.md`). The host writes the struct's bytes into that image with
 //! [`KernArgs::new`] and the kernel reads them back with [`KernArgs::params`]. The bytes the kernel
 //! sees are therefore exactly `bytes_of(&params)`, which `tests/tests/abi.rs` checks on a GPU with
 //! the `attn_abi_echo` kernel.
 #![no_std]
 
-/// Number of `u64` words in a kernel-argument image (256 bytes).
-pub const KERNARG_WORDS: usize = 32;
+/// Number of `u64` words in a kernel-argument image (512 bytes).
+pub const KERNARG_WORDS: usize = 64;
 
 /// Marker for structs that may travel as a kernel-argument image.
 ///
@@ -29,7 +30,7 @@ pub const KERNARG_WORDS: usize = 32;
 pub unsafe trait KernelParams: Copy {}
 
 /// The fixed-size argument image of one kernel launch: the bytes of a [`KernelParams`] struct,
-/// zero-padded to 256 bytes.
+/// zero-padded to 512 bytes.
 #[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct KernArgs(pub [u64; KERNARG_WORDS]);
@@ -41,7 +42,7 @@ impl KernArgs {
         const { assert!(core::mem::size_of::<P>() <= 8 * KERNARG_WORDS) };
         const { assert!(core::mem::align_of::<P>() <= 8) };
         let mut words = [0u64; KERNARG_WORDS];
-        // SAFETY: `P: KernelParams` is plain old data no larger than the 256-byte, 8-aligned
+        // SAFETY: `P: KernelParams` is plain old data no larger than the 512-byte, 8-aligned
         // destination (checked at compile time above), and the two regions do not overlap.
         unsafe {
             core::ptr::copy_nonoverlapping(
@@ -105,6 +106,13 @@ pub const FLAG_VEC16: u32 = 4;
 pub const MASK_WINDOW: u32 = 1;
 /// `flags` bit: the mask and ALiBi diagonal are bottom-right aligned (`off = Sk - Sq`).
 pub const MASK_BOTTOM_RIGHT: u32 = 2;
+/// `flags` bit: varlen ("group") mode: `cu_seqlens_q` / `cu_seqlens_k` give each sequence's rows,
+/// the grid's z index is the sequence, and the batch strides are unused.
+pub const FLAG_VARLEN: u32 = 8;
+/// `flags` bit: the bias is f32 (otherwise it has q's dtype).
+pub const FLAG_BIAS_F32: u32 = 16;
+/// `flags` bit: dropout is active (`p > 0`, even when the threshold rounds to 0).
+pub const FLAG_DROPOUT: u32 = 32;
 /// `window_left` / `window_right` value meaning "unbounded on this side".
 pub const WINDOW_UNBOUNDED: i32 = i32::MAX;
 
@@ -156,13 +164,63 @@ pub struct FwdParams {
     pub window_left: i32,
     /// Keys visible right of the aligned diagonal, or [`WINDOW_UNBOUNDED`].
     pub window_right: i32,
-    /// [`MASK_WINDOW`] | [`MASK_BOTTOM_RIGHT`] | [`FLAG_VEC16`].
+    /// [`MASK_WINDOW`] | [`MASK_BOTTOM_RIGHT`] | [`FLAG_VEC16`] | [`FLAG_VARLEN`] |
+    /// [`FLAG_BIAS_F32`] | [`FLAG_DROPOUT`].
     pub flags: u32,
     /// Explicit padding (keeps the layout free of implicit padding).
     pub _pad: u32,
+
+    // ---- Varlen and KV-cache lengths (semantics.md §1). Device arrays the host cannot read;
+    // the kernel clamps every value it reads from them.
+    /// Varlen: device address of `cu_seqlens_q` (i32 `[nseq + 1]`); the grid's z is `nseq`.
+    pub cu_seqlens_q: u64,
+    /// Varlen: device address of `cu_seqlens_k` (i32 `[nseq + 1]`).
+    pub cu_seqlens_k: u64,
+    /// Device address of `seqused_k` (i32 `[nseq or B]`), or 0: sequence `b` uses only its first
+    /// `seqused_k[b]` keys.
+    pub seqused_k: u64,
+    /// Varlen: the longest query sequence the grid covers (and the bias / mask tensors' row
+    /// extent); batch mode: `Sq`.
+    pub max_seqlen_q: u32,
+    /// Varlen: the bias / mask tensors' key extent; batch mode: `Sk`.
+    pub max_seqlen_k: u32,
+
+    // ---- Score pieces (semantics.md §2).
+    /// Device address of the additive bias `[B, Hq, Sq, Sk]` (q's dtype, or f32 with
+    /// [`FLAG_BIAS_F32`]), or 0.
+    pub bias: u64,
+    /// Bias strides in elements: batch (varlen: sequence), head, query row, key (any may be 0).
+    pub bias_strides: [i64; 4],
+    /// Device address of the ALiBi slopes (f32 `[Hq]` or `[B, Hq]`), or 0.
+    pub alibi: u64,
+    /// Batch stride of the slopes: 0 for `[Hq]`, `Hq` for `[B, Hq]`.
+    pub alibi_stride: i64,
+    /// Softcap `cap` (`s = cap · tanh(s / cap)`), or 0 for none.
+    pub softcap: f32,
+
+    // ---- Dropout (semantics.md §4).
+    /// Keep threshold `t = min(65536, round(p · 65536))`: a 16-bit draw `r` is kept iff `r >= t`.
+    pub dropout_threshold: u32,
+    /// `1 / (1 - p)` in f32, the multiplier of kept elements.
+    pub dropout_rescale: f32,
+    /// Explicit padding.
+    pub _pad2: u32,
+    /// Philox key, used when `seed_ptr` is 0.
+    pub seed: u64,
+    /// Counter base added to `*offset_ptr` (or to 0 when `offset_ptr` is 0).
+    pub offset: u64,
+    /// Device address of a u64 seed (graph-safe generators), or 0.
+    pub seed_ptr: u64,
+    /// Device address of a u64 counter base, or 0.
+    pub offset_ptr: u64,
+    /// Device address of the u8 keep mask `[B, Hq, Sq, Sk]` to write (the seed's
+    /// `return_dropout_randval`), or 0.
+    pub randval: u64,
+    /// Mask strides in elements: batch (varlen: sequence), head, query row (the key stride is 1).
+    pub randval_strides: [i64; 3],
 }
 
-// SAFETY: `#[repr(C)]`, only integers and floats, explicit padding, 200 bytes, align 8.
+// SAFETY: `#[repr(C)]`, only integers and floats, explicit padding, 368 bytes, align 8.
 unsafe impl KernelParams for FwdParams {}
 
 /// Parameters of the `attn_abi_echo` kernel: it copies the argument image it received, all
@@ -176,19 +234,23 @@ pub struct EchoParams {
     pub payload: FwdParams,
 }
 
-// SAFETY: `#[repr(C)]` of a u64 and a `KernelParams` struct; 208 bytes, align 8, no padding.
+// SAFETY: `#[repr(C)]` of a u64 and a `KernelParams` struct; 376 bytes, align 8, no padding.
 unsafe impl KernelParams for EchoParams {}
 
 const _: () = {
-    assert!(core::mem::size_of::<FwdParams>() == 200);
+    assert!(core::mem::size_of::<FwdParams>() == 368);
     assert!(core::mem::align_of::<FwdParams>() == 8);
     assert!(core::mem::offset_of!(FwdParams, q_strides) == 40);
     assert!(core::mem::offset_of!(FwdParams, lse_strides) == 136);
     assert!(core::mem::offset_of!(FwdParams, batch) == 152);
     assert!(core::mem::offset_of!(FwdParams, scale_log2) == 180);
     assert!(core::mem::offset_of!(FwdParams, flags) == 192);
-    assert!(core::mem::size_of::<EchoParams>() == 208);
-    assert!(core::mem::size_of::<KernArgs>() == 256);
+    assert!(core::mem::offset_of!(FwdParams, cu_seqlens_q) == 200);
+    assert!(core::mem::offset_of!(FwdParams, bias_strides) == 240);
+    assert!(core::mem::offset_of!(FwdParams, seed) == 304);
+    assert!(core::mem::offset_of!(FwdParams, randval_strides) == 344);
+    assert!(core::mem::size_of::<EchoParams>() == 376);
+    assert!(core::mem::size_of::<KernArgs>() == 512);
 };
 
 /// Which kernel: the symbol-name grammar shared by `xtask`, `attn-kernels` and `attn-host`.
@@ -196,13 +258,29 @@ const _: () = {
 pub enum KernelId {
     /// `attn_abi_echo`: copies its argument image to memory.
     AbiEcho,
-    /// `attn_fwd_{dtype}_d{head_dim}`: the forward pass for head dims up to `head_dim`.
+    /// `attn_fwd_{dtype}_d{head_dim}[_pieces]`: the forward pass for head dims up to `head_dim`.
     Fwd {
         /// Element type.
         dtype: DType,
         /// Largest `D`/`Dv` the kernel handles (the tile width).
         head_dim: u32,
+        /// Which score pieces the kernel compiles in.
+        variant: FwdVariant,
     },
+    /// `attn_dropout_mask`: writes the keep mask of the positions the mask hides (the forward
+    /// kernel writes the visible ones), so that `return_dropout_randval` covers every position.
+    DropoutMask,
+}
+
+/// The compile-time variants of the forward kernel. Varlen, `seqused_k`, masks and GQA are
+/// run-time in both; the score pieces are compiled into `Pieces` only, so that the plain forward
+/// pays nothing for them (measured: `docs/perf.md`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum FwdVariant {
+    /// No bias, ALiBi, softcap or dropout.
+    Plain,
+    /// Bias, ALiBi, softcap and dropout, each enabled at run time by its parameters.
+    Pieces,
 }
 
 /// Head-dim buckets the forward kernels are instantiated for.
@@ -213,9 +291,18 @@ impl KernelId {
     pub fn write_symbol(&self, w: &mut impl core::fmt::Write) -> core::fmt::Result {
         match self {
             KernelId::AbiEcho => w.write_str("attn_abi_echo"),
-            KernelId::Fwd { dtype, head_dim } => {
-                write!(w, "attn_fwd_{}_d{}", dtype.name(), head_dim)
+            KernelId::Fwd {
+                dtype,
+                head_dim,
+                variant,
+            } => {
+                write!(w, "attn_fwd_{}_d{}", dtype.name(), head_dim)?;
+                match variant {
+                    FwdVariant::Plain => Ok(()),
+                    FwdVariant::Pieces => w.write_str("_pieces"),
+                }
             }
+            KernelId::DropoutMask => w.write_str("attn_dropout_mask"),
         }
     }
 }
@@ -243,11 +330,14 @@ mod tests {
             window_left: WINDOW_UNBOUNDED,
             window_right: -5,
             flags: MASK_WINDOW | MASK_BOTTOM_RIGHT,
+            randval_strides: [1, 2, -3],
+            offset_ptr: u64::MAX,
+            softcap: 30.0,
             ..Default::default()
         };
         let args = KernArgs::new(&p);
         assert_eq!(args.params::<FwdParams>(), p);
         // Bytes past the struct are zero.
-        assert!(args.0[25..].iter().all(|&w| w == 0));
+        assert!(args.0[46..].iter().all(|&w| w == 0));
     }
 }

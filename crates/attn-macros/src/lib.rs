@@ -10,7 +10,7 @@
 //! - the body as an ordinary `#[inline(always)] pub fn __body_attn_fwd_f16_d64(p: &FwdParams)`
 //!   (compiled on every target, so the host can type-check and test it);
 //! - on GPU targets (`cfg(gpu)`, set by `attn-kernels/build.rs`), an
-//!   `extern "gpu-kernel" fn attn_fwd_f16_d64(w0: u64, …, w31: u64)` that rebuilds the parameter
+//!   `extern "gpu-kernel" fn attn_fwd_f16_d64(w0: u64, …, w63: u64)` that rebuilds the parameter
 //!   struct from its 256-byte argument image (`attn_abi::KernArgs`) and calls the body;
 //! - a `#[used]` marker static named `ATTN_KERNEL__<name>__threads_<N>`. rustc has no attribute for
 //!   launch bounds (`amdgpu-flat-work-group-size`, `.maxntid`), so `cargo xtask build-kernels`
@@ -62,7 +62,7 @@ pub fn kernel(attr: TokenStream, item: TokenStream) -> TokenStream {
         }
     };
     let marker = format_ident!("ATTN_KERNEL__{}__threads_{}", name, threads.base10_digits());
-    let words: Vec<_> = (0..32usize).map(|i| format_ident!("w{}", i)).collect();
+    let words: Vec<_> = (0..64usize).map(|i| format_ident!("w{}", i)).collect();
     let attrs = &func.attrs;
     let vis = &func.vis;
     let block = &func.block;
