@@ -258,7 +258,7 @@ const _: () = {
 pub enum KernelId {
     /// `attn_abi_echo`: copies its argument image to memory.
     AbiEcho,
-    /// `attn_fwd_{dtype}_d{head_dim}[_pieces]`: the forward pass for head dims up to `head_dim`.
+    /// `attn_fwd_{dtype}_d{head_dim}[_varlen|_pieces]`: the forward pass for head dims up to `head_dim`.
     Fwd {
         /// Element type.
         dtype: DType,
@@ -272,15 +272,23 @@ pub enum KernelId {
     DropoutMask,
 }
 
-/// The compile-time variants of the forward kernel. Varlen, `seqused_k`, masks and GQA are
-/// run-time in both; the score pieces are compiled into `Pieces` only, so that the plain forward
-/// pays nothing for them (measured: `docs/perf.md`).
+/// The compile-time variants of the forward kernel. Masks and GQA are run-time in all three;
+/// what a variant compiles in is enabled at run time by its parameters. The plain forward pays
+/// nothing for the others: sequence lengths read from device arrays cannot be rematerialised from
+/// the parameters, and cost it ~30 registers (`docs/design.md`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum FwdVariant {
-    /// No bias, ALiBi, softcap or dropout.
+    /// Batch mode; no `seqused_k`, bias, ALiBi, softcap or dropout.
     Plain,
-    /// Bias, ALiBi, softcap and dropout, each enabled at run time by its parameters.
+    /// Varlen and `seqused_k` (each optional); no score pieces.
+    Varlen,
+    /// Varlen, `seqused_k`, bias, ALiBi, softcap and dropout (each optional).
     Pieces,
+}
+
+impl FwdVariant {
+    /// All variants, in kernel-name order.
+    pub const ALL: [FwdVariant; 3] = [FwdVariant::Plain, FwdVariant::Varlen, FwdVariant::Pieces];
 }
 
 /// Head-dim buckets the forward kernels are instantiated for.
@@ -299,6 +307,7 @@ impl KernelId {
                 write!(w, "attn_fwd_{}_d{}", dtype.name(), head_dim)?;
                 match variant {
                     FwdVariant::Plain => Ok(()),
+                    FwdVariant::Varlen => w.write_str("_varlen"),
                     FwdVariant::Pieces => w.write_str("_pieces"),
                 }
             }

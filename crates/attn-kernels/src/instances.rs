@@ -5,7 +5,7 @@ use crate::arch::WAVE;
 use crate::atom::{FAMILY, MmaAtom, Native, fma::FmaAtom};
 use crate::fwd::{self, policy};
 use crate::numeric::{Bf16, F16};
-use attn_abi::{DType, EchoParams, FwdParams, KERNARG_WORDS, KernArgs};
+use attn_abi::{DType, EchoParams, FwdParams, FwdVariant, KERNARG_WORDS, KernArgs};
 use attn_macros::kernel;
 
 /// Copies the kernel's argument image to `p.out` (ABI round-trip test).
@@ -24,14 +24,26 @@ pub fn attn_abi_echo(p: &EchoParams) {
 /// Waves per forward block.
 const WAVES: usize = policy::THREADS as usize / WAVE as usize;
 
-/// Instantiates the forward kernel for one atom, element type and head-dim bucket.
+/// Writes the hidden positions of the dropout keep mask (see [`fwd::dropout_mask`]).
+#[kernel(threads = 128)]
+pub fn attn_dropout_mask(p: &FwdParams) {
+    fwd::dropout_mask::run(p)
+}
+
+/// Instantiates the forward kernel for one atom, element type, head-dim bucket and variant
+/// ([`attn_abi::FwdVariant`]).
 macro_rules! fwd {
-    ($name:ident, $atom:ty, $dtype:expr, $d:literal) => {
+    ($name:ident, $variant:ident, $atom:ty, $dtype:expr, $d:literal) => {
         /// Forward pass.
         #[kernel(threads = 128)]
         pub fn $name(p: &FwdParams) {
             type A = $atom;
-            const T: policy::FwdTile = policy::fwd_tile(FAMILY, $dtype, $d);
+            const T: policy::FwdTile = policy::fwd_tile_of(
+                FAMILY,
+                $dtype,
+                $d,
+                FwdVariant::$variant,
+            );
             const { assert!(T.block_m == WAVES * T.tm * <A as MmaAtom>::M) };
             const { assert!(T.p_in_smem == !<A as MmaAtom>::P_IN_REGISTERS) };
             fwd::run::<
@@ -42,20 +54,46 @@ macro_rules! fwd {
                 { $d / <A as MmaAtom>::N },
                 { T.block_n / <A as MmaAtom>::K },
                 { T.split_kv },
+                { !matches!(FwdVariant::$variant, FwdVariant::Plain) },
+                { matches!(FwdVariant::$variant, FwdVariant::Pieces) },
             >(p)
         }
     };
 }
 
-fwd!(attn_fwd_f16_d32, Native<F16>, DType::F16, 32);
-fwd!(attn_fwd_f16_d64, Native<F16>, DType::F16, 64);
-fwd!(attn_fwd_f16_d128, Native<F16>, DType::F16, 128);
-fwd!(attn_fwd_f16_d256, Native<F16>, DType::F16, 256);
-fwd!(attn_fwd_bf16_d32, Native<Bf16>, DType::Bf16, 32);
-fwd!(attn_fwd_bf16_d64, Native<Bf16>, DType::Bf16, 64);
-fwd!(attn_fwd_bf16_d128, Native<Bf16>, DType::Bf16, 128);
-fwd!(attn_fwd_bf16_d256, Native<Bf16>, DType::Bf16, 256);
-fwd!(attn_fwd_f32_d32, FmaAtom<f32>, DType::F32, 32);
-fwd!(attn_fwd_f32_d64, FmaAtom<f32>, DType::F32, 64);
-fwd!(attn_fwd_f32_d128, FmaAtom<f32>, DType::F32, 128);
-fwd!(attn_fwd_f32_d256, FmaAtom<f32>, DType::F32, 256);
+fwd!(attn_fwd_f16_d32, Plain, Native<F16>, DType::F16, 32);
+fwd!(attn_fwd_f16_d32_varlen, Varlen, Native<F16>, DType::F16, 32);
+fwd!(attn_fwd_f16_d32_pieces, Pieces, Native<F16>, DType::F16, 32);
+fwd!(attn_fwd_f16_d64, Plain, Native<F16>, DType::F16, 64);
+fwd!(attn_fwd_f16_d64_varlen, Varlen, Native<F16>, DType::F16, 64);
+fwd!(attn_fwd_f16_d64_pieces, Pieces, Native<F16>, DType::F16, 64);
+fwd!(attn_fwd_f16_d128, Plain, Native<F16>, DType::F16, 128);
+fwd!(attn_fwd_f16_d128_varlen, Varlen, Native<F16>, DType::F16, 128);
+fwd!(attn_fwd_f16_d128_pieces, Pieces, Native<F16>, DType::F16, 128);
+fwd!(attn_fwd_f16_d256, Plain, Native<F16>, DType::F16, 256);
+fwd!(attn_fwd_f16_d256_varlen, Varlen, Native<F16>, DType::F16, 256);
+fwd!(attn_fwd_f16_d256_pieces, Pieces, Native<F16>, DType::F16, 256);
+fwd!(attn_fwd_bf16_d32, Plain, Native<Bf16>, DType::Bf16, 32);
+fwd!(attn_fwd_bf16_d32_varlen, Varlen, Native<Bf16>, DType::Bf16, 32);
+fwd!(attn_fwd_bf16_d32_pieces, Pieces, Native<Bf16>, DType::Bf16, 32);
+fwd!(attn_fwd_bf16_d64, Plain, Native<Bf16>, DType::Bf16, 64);
+fwd!(attn_fwd_bf16_d64_varlen, Varlen, Native<Bf16>, DType::Bf16, 64);
+fwd!(attn_fwd_bf16_d64_pieces, Pieces, Native<Bf16>, DType::Bf16, 64);
+fwd!(attn_fwd_bf16_d128, Plain, Native<Bf16>, DType::Bf16, 128);
+fwd!(attn_fwd_bf16_d128_varlen, Varlen, Native<Bf16>, DType::Bf16, 128);
+fwd!(attn_fwd_bf16_d128_pieces, Pieces, Native<Bf16>, DType::Bf16, 128);
+fwd!(attn_fwd_bf16_d256, Plain, Native<Bf16>, DType::Bf16, 256);
+fwd!(attn_fwd_bf16_d256_varlen, Varlen, Native<Bf16>, DType::Bf16, 256);
+fwd!(attn_fwd_bf16_d256_pieces, Pieces, Native<Bf16>, DType::Bf16, 256);
+fwd!(attn_fwd_f32_d32, Plain, FmaAtom<f32>, DType::F32, 32);
+fwd!(attn_fwd_f32_d32_varlen, Varlen, FmaAtom<f32>, DType::F32, 32);
+fwd!(attn_fwd_f32_d32_pieces, Pieces, FmaAtom<f32>, DType::F32, 32);
+fwd!(attn_fwd_f32_d64, Plain, FmaAtom<f32>, DType::F32, 64);
+fwd!(attn_fwd_f32_d64_varlen, Varlen, FmaAtom<f32>, DType::F32, 64);
+fwd!(attn_fwd_f32_d64_pieces, Pieces, FmaAtom<f32>, DType::F32, 64);
+fwd!(attn_fwd_f32_d128, Plain, FmaAtom<f32>, DType::F32, 128);
+fwd!(attn_fwd_f32_d128_varlen, Varlen, FmaAtom<f32>, DType::F32, 128);
+fwd!(attn_fwd_f32_d128_pieces, Pieces, FmaAtom<f32>, DType::F32, 128);
+fwd!(attn_fwd_f32_d256, Plain, FmaAtom<f32>, DType::F32, 256);
+fwd!(attn_fwd_f32_d256_varlen, Varlen, FmaAtom<f32>, DType::F32, 256);
+fwd!(attn_fwd_f32_d256_pieces, Pieces, FmaAtom<f32>, DType::F32, 256);

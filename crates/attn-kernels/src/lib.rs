@@ -8,6 +8,8 @@
 //! | [`atom`] | matrix instructions behind one trait, [`atom::MmaAtom`], with lane maps |
 //! | [`numeric`] | element types (`f16`, `bf16`, `f32`) |
 //! | [`mask`] | which keys a query sees, and which key blocks to visit |
+//! | [`score`] | the score pieces (softcap, bias, ALiBi) and dropout's Philox mask |
+//! | [`seq`] | one sequence of a call: batch or varlen, `seqused_k`, clamped device lengths |
 //! | [`fwd`] | the forward pipeline (online softmax) and its tile policy |
 //! | [`instances`] | the exported kernels, named by [`attn_abi::KernelId`] |
 //!
@@ -38,6 +40,8 @@ pub mod fwd;
 pub mod instances;
 pub mod mask;
 pub mod numeric;
+pub mod score;
+pub mod seq;
 
 /// Kernels cannot unwind; `-Cpanic=immediate-abort` turns every panic path into a trap.
 #[cfg(gpu)]

@@ -20,10 +20,10 @@ pub struct Mask {
 }
 
 impl Mask {
-    /// The mask of a batch-mode problem described by `p`.
+    /// The mask of `p` for a sequence of `sq` queries and `sk` (used) keys.
     #[inline(always)]
-    pub fn from_params(p: &FwdParams) -> Self {
-        let (sq, sk) = (p.seqlen_q as i64, p.seqlen_k as i64);
+    pub fn from_params(p: &FwdParams, sq: usize, sk: usize) -> Self {
+        let (sq, sk) = (sq as i64, sk as i64);
         let bound = |w: i32| (w != WINDOW_UNBOUNDED).then_some(w as i64);
         Mask {
             sk,

@@ -573,14 +573,14 @@ mod mainloop {
             window_left: WINDOW_UNBOUNDED,
             window_right: WINDOW_UNBOUNDED,
             flags: if vec16 { attn_abi::FLAG_VEC16 } else { 0 },
-            _pad: 0,
+            ..Default::default()
         };
         let dp = policy::padded(d, 2);
         // Room for split K/V and a P tile whatever the configuration.
         let smem = ((block_m + 2 * block_n) * dp + block_m * policy::padded(block_n, 2)) * 2;
         let grid = (sq.div_ceil(block_m) as u32, hq as u32, b as u32);
         launch(grid, policy::THREADS, smem, || {
-            fwd::run::<A, WAVES, TM, TN, ND, KK, SPLIT_KV>(&p)
+            fwd::run::<A, WAVES, TM, TN, ND, KK, SPLIT_KV, false, false>(&p)
         });
 
         for h in 0..hq {
@@ -645,4 +645,89 @@ fn fwd_runs_on_the_mfma_atom() {
     use attn_kernels::numeric::F16;
     // 2 waves × 32 rows; BLOCK_N = 32; D = 32.
     mainloop::fwd_matches_reference::<cdna_mfma::CdnaMfma32x32x8<F16>, 2, 1, 1, 1, 4, false>(true);
+}
+
+/// Checks `A::KEY_GROUPS` / `A::key_group` from the maps alone: on every lane, the values of one
+/// group share their row and their aligned 8-key column group (so one Philox draw serves them),
+/// and every group is non-empty.
+fn check_key_groups<A: MmaAtom>(lanes: u32) {
+    for lane in 0..lanes {
+        let mut seen = vec![None; A::KEY_GROUPS];
+        for v in 0..A::C_VALS {
+            let g = A::key_group(v);
+            assert!(g < A::KEY_GROUPS, "value {v}: group {g} >= {}", A::KEY_GROUPS);
+            if v > 0 {
+                assert!(
+                    g >= A::key_group(v - 1),
+                    "value {v}: groups are not consecutive runs"
+                );
+            }
+            let (r, c) = A::c_coord(lane, v);
+            match seen[g] {
+                None => seen[g] = Some((r, c / 8)),
+                Some(rc) => assert_eq!(
+                    rc,
+                    (r, c / 8),
+                    "lane {lane}: group {g} mixes rows/key groups"
+                ),
+            }
+        }
+        assert!(seen.iter().all(Option::is_some), "lane {lane}: empty group");
+    }
+}
+
+#[test]
+fn key_groups_share_row_and_eight_key_group() {
+    use attn_kernels::atom::fma::FmaAtom;
+    use attn_kernels::numeric::{Bf16, F16};
+    check_key_groups::<sm80::Sm80M16N8K16<F16>>(32);
+    check_key_groups::<cdna_mfma::CdnaMfma32x32x8<Bf16>>(64);
+    check_key_groups::<rdna3_wmma::Rdna3Wmma16x16x16<F16>>(32);
+    check_key_groups::<FmaAtom<f32>>(attn_kernels::arch::WAVE);
+}
+
+/// A group that mixes two rows must fail the check (the check is able to fail).
+#[test]
+#[should_panic(expected = "mixes rows")]
+fn a_wrong_key_group_is_caught() {
+    struct Bad;
+    impl MmaAtom for Bad {
+        type E = f32;
+        const M: usize = sm80::M;
+        const N: usize = sm80::N;
+        const K: usize = 16;
+        const A_VALS: usize = 8;
+        const B_VALS: usize = 4;
+        const C_VALS: usize = 4;
+        const ROW_SLOTS: usize = 2;
+        const ROW_XOR: &'static [u32] = &[1, 2];
+        const KEY_GROUPS: usize = 1;
+        type A = [f32; 8];
+        type B = [f32; 4];
+        type C = [f32; 4];
+        type Rows = [f32; 2];
+        fn a_coord(lane: u32, v: usize) -> (usize, usize) {
+            sm80::a_coord(lane, v)
+        }
+        fn b_coord(lane: u32, v: usize) -> (usize, usize) {
+            sm80::b_coord(lane, v)
+        }
+        fn c_coord(lane: u32, v: usize) -> (usize, usize) {
+            sm80::c_coord(lane, v)
+        }
+        fn row_slot(v: usize) -> usize {
+            v >> 1
+        }
+        fn key_group(_v: usize) -> usize {
+            0
+        }
+        fn load_a(_: u32, _: impl Fn(usize, usize) -> f32) -> [f32; 8] {
+            [0.0; 8]
+        }
+        fn load_b(_: u32, _: impl Fn(usize, usize) -> f32) -> [f32; 4] {
+            [0.0; 4]
+        }
+        fn mma(_: &[f32; 8], _: &[f32; 4], _: &mut [f32; 4]) {}
+    }
+    check_key_groups::<Bad>(32);
 }

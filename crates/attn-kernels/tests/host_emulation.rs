@@ -78,7 +78,7 @@ fn run_case(c: &Case, seed: u64) {
         window_right: right,
         flags: if c.window.is_some() { MASK_WINDOW } else { 0 }
             | if br { MASK_BOTTOM_RIGHT } else { 0 },
-        _pad: 0,
+        ..Default::default()
     };
     let family = attn_kernels::atom::FAMILY;
     let tile = policy::fwd_tile(family, attn_abi::DType::F32, 64);
@@ -88,7 +88,7 @@ fn run_case(c: &Case, seed: u64) {
         instances::__body_attn_fwd_f32_d64(&p)
     });
 
-    let mask = Mask::from_params(&p);
+    let mask = Mask::from_params(&p, c.sq, c.sk);
     for b in 0..c.b {
         for h in 0..c.hq {
             let g = h / (c.hq / c.hk);

@@ -125,6 +125,12 @@ impl<E: Half> MmaAtom for CdnaMfma32x32x8<E> {
     fn row_slot(v: usize) -> usize {
         row_slot(v)
     }
+    // One row per lane; values 4g..4g+4 hold columns 8g + 4·(lane / 32) + 0..4.
+    const KEY_GROUPS: usize = 4;
+    #[inline(always)]
+    fn key_group(v: usize) -> usize {
+        v / 4
+    }
 
     #[inline(always)]
     fn load_a(lane: u32, at: impl Fn(usize, usize) -> E) -> [u32; 2] {

@@ -47,6 +47,12 @@ impl<E: Element> MmaAtom for FmaAtom<E> {
     fn row_slot(_v: usize) -> usize {
         0
     }
+    // Both values sit in row lane / 4, columns lane % 4 and lane % 4 + 4: one key group.
+    const KEY_GROUPS: usize = 1;
+    #[inline(always)]
+    fn key_group(_v: usize) -> usize {
+        0
+    }
 
     #[inline(always)]
     #[allow(clippy::needless_range_loop)] // slice iterators would pin the fragment to scratch

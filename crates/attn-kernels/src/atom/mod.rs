@@ -53,6 +53,17 @@ pub trait MmaAtom {
     /// Which of the lane's `ROW_SLOTS` rows value `v` of `C` belongs to.
     fn row_slot(v: usize) -> usize;
 
+    /// Groups of a lane's `C` values that share one row and one aligned 8-key column group
+    /// (`col / 8`), for every lane: the values one Philox draw (8 keys of one row, semantics.md
+    /// §4) serves. [`MmaAtom::key_group`] maps a value to its group, independently of the lane.
+    /// The default, one group per value, is always valid; atoms override it to share draws.
+    const KEY_GROUPS: usize = Self::C_VALS;
+    /// The key group of value `v` of `C` (see [`MmaAtom::KEY_GROUPS`]).
+    #[inline(always)]
+    fn key_group(v: usize) -> usize {
+        v
+    }
+
     /// Gathers this lane's `A` fragment; `at(m, k)` reads the logical element.
     fn load_a(lane: u32, at: impl Fn(usize, usize) -> Self::E) -> Self::A;
     /// Gathers this lane's `B` fragment; `at(k, n)` reads the logical element.

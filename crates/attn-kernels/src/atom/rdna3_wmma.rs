@@ -116,6 +116,12 @@ impl<E: Half> MmaAtom for Rdna3Wmma16x16x16<E> {
     fn row_slot(v: usize) -> usize {
         row_slot(v)
     }
+    // One row per lane; value v holds column 2v + lane / 16, in key group v / 4.
+    const KEY_GROUPS: usize = 2;
+    #[inline(always)]
+    fn key_group(v: usize) -> usize {
+        v / 4
+    }
 
     #[inline(always)]
     fn load_a(lane: u32, at: impl Fn(usize, usize) -> E) -> [u32; 8] {

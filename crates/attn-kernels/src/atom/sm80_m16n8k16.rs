@@ -107,6 +107,12 @@ impl<E: Half> MmaAtom for Sm80M16N8K16<E> {
     fn row_slot(v: usize) -> usize {
         row_slot(v)
     }
+    // Values 0, 1 sit in row g, 2, 3 in row g + 8; all eight columns are one key group.
+    const KEY_GROUPS: usize = 2;
+    #[inline(always)]
+    fn key_group(v: usize) -> usize {
+        v >> 1
+    }
 
     #[inline(always)]
     fn load_a(lane: u32, at: impl Fn(usize, usize) -> E) -> [u32; 4] {

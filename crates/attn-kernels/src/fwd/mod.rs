@@ -1,12 +1,14 @@
 //! The forward pass, written once over an [`MmaAtom`].
 //!
-//! For batch `b`, query head `h` (kv head `g = h / (Hq / Hk)`), query row `i`, key row `j`:
+//! For sequence `b` (a batch entry, or a varlen sequence), query head `h` (kv head
+//! `g = h / (Hq / Hk)`), query row `i`, key row `j` (local to the sequence):
 //!
 //! ```text
-//! s_ij  = scale · log2(e) · q_i·k_j               (log2 domain)
-//! s_ij  = -inf where mask(i, j) hides j
-//! m_i   = max_j s_ij,   l_i = Σ_j 2^(s_ij - m_i)
-//! O_i   = Σ_j 2^(s_ij - m_i) v_j / l_i            (0 when no key is visible)
+//! x_ij  = log2(e) · logit_ij                      (log2 domain; the score pieces of
+//!                                                  crate::score: scale, softcap, bias, ALiBi)
+//! x_ij  = -inf where mask(i, j) hides j           (j >= Sk_b = seqused_k[b] is hidden too)
+//! m_i   = max_j x_ij,   l_i = Σ_j 2^(x_ij - m_i)
+//! O_i   = Σ_j 2^(x_ij - m_i) Z_ij v_j / l_i       (0 when no key is visible; Z = dropout)
 //! lse_i = ln(2) · (m_i + log2 l_i)                (-inf when no key is visible)
 //! ```
 //!
@@ -27,7 +29,11 @@ use crate::arch::{
 use crate::atom::MmaAtom;
 use crate::mask::Mask;
 use crate::numeric::{Element, LN_2};
+use crate::score::{Dropout, Scores};
+use crate::seq::SeqInfo;
 use attn_abi::{FLAG_VEC16, FwdParams};
+
+pub mod dropout_mask;
 
 pub mod policy;
 
@@ -127,12 +133,13 @@ fn row_allreduce<A: MmaAtom>(mut x: f32, op: impl Fn(f32, f32) -> f32) -> f32 {
 /// Generic parameters: the atom `A`, `WAVES` waves per block, `TM` accumulator fragments of query
 /// rows per wave, `TN` fragments of keys per key block (`BLOCK_N = TN · A::N`), `ND` fragments
 /// of the head dim (`D = ND · A::N`, the bucket: the problem's `D` and `Dv` are at most this),
-/// `KK = BLOCK_N / A::K` reduction steps of `P·V`, and `SPLIT_KV` (separate K and V buffers, see
-/// the module docs). Must agree with
-/// [`policy::fwd_tile`], which `instances.rs` reads.
+/// `KK = BLOCK_N / A::K` reduction steps of `P·V`, `SPLIT_KV` (separate K and V buffers, see
+/// the module docs), `VARLEN` (varlen and `seqused_k` are compiled in) and `PIECES` (the score
+/// pieces and dropout are compiled in; needs `VARLEN`). What is compiled in is still enabled by its
+/// parameters. Must agree with [`policy::fwd_tile`], which `instances.rs` reads.
 ///
-/// The grid is `(ceil(Sq / BLOCK_M), Hq, B)` with [`policy::THREADS`] threads per block and
-/// [`policy::smem_bytes`] bytes of dynamic shared memory. The host has validated `p`.
+/// The grid is `(ceil(max_seqlen_q / BLOCK_M), Hq, B or nseq)` with [`policy::THREADS`] threads
+/// per block and [`policy::smem_bytes`] bytes of dynamic shared memory.
 ///
 /// Register tiles are indexed with plain `for` loops, never slice iterators: an iterator's
 /// non-null assumption on a tile's address keeps the tile out of registers on AMD.
@@ -146,6 +153,8 @@ pub fn run<
     const ND: usize,
     const KK: usize,
     const SPLIT_KV: bool,
+    const VARLEN: bool,
+    const PIECES: bool,
 >(
     p: &FwdParams,
 ) {
@@ -168,15 +177,22 @@ pub fn run<
     let vec16 = p.flags & FLAG_VEC16 != 0;
 
     let (m_blk, h, b) = block_idx();
-    let (h, b) = (h as i64, b as i64);
-    let g = h / (p.heads_q / p.heads_k) as i64;
-    let (sq, sk) = (p.seqlen_q as usize, p.seqlen_k as usize);
+    let (h, b) = (h as usize, b as usize);
+    let g = h / (p.heads_q / p.heads_k) as usize;
+    const { assert!(VARLEN || !PIECES) };
+    let seq = SeqInfo::of::<VARLEN>(&p, b);
+    let (sq, sk) = (seq.sq, seq.sk);
     let (dq, dv) = (p.head_dim as usize, p.head_dim_v as usize);
-    let mask = Mask::from_params(&p);
+    let mask = Mask::from_params(&p, sq, sk);
+    // Varlen grids cover the longest sequence; a shorter one's surplus blocks leave at once
+    // (uniformly: the whole block returns before any barrier).
+    let m_blocks = sq.div_ceil(block_m);
+    if m_blk as usize >= m_blocks {
+        return;
+    }
     // With a causal/window mask the query blocks near the end of a bottom-right (or the
     // start of a top-left) diagonal see the most keys. Blocks are dispatched in launch order,
     // so hand the heaviest ones out first and let the light ones fill the tail.
-    let m_blocks = sq.div_ceil(block_m);
     let heavy_last = mask.window && mask.right.is_some();
     let m_blk = if heavy_last {
         m_blocks - 1 - m_blk as usize
@@ -185,13 +201,38 @@ pub fn run<
     };
     let m0 = m_blk * block_m;
 
-    let off = move |base: u64, s: [i64; 3], head: i64| {
-        (base as *const A::E).wrapping_offset((b * s[0] + head * s[2]) as isize)
+    let (bt, h64, g64) = (seq.batch as i64, h as i64, g as i64);
+    let off = move |base: u64, s: [i64; 3], row0: usize, head: i64| {
+        (base as *const A::E)
+            .wrapping_offset((bt * s[0] + row0 as i64 * s[1] + head * s[2]) as isize)
     };
-    let q_base = off(p.q, p.q_strides, h);
-    let k_base = off(p.k, p.k_strides, g);
-    let v_base = off(p.v, p.v_strides, g);
-    let o_base = off(p.out, p.o_strides, h).cast_mut();
+    let q_base = off(p.q, p.q_strides, seq.q0, h64);
+    let k_base = off(p.k, p.k_strides, seq.k0, g64);
+    let v_base = off(p.v, p.v_strides, seq.k0, g64);
+
+    // The score pieces and dropout of this (sequence, head); ALiBi's diagonal is the mask's,
+    // bottom-right without a mask.
+    let alibi_off = if mask.window {
+        mask.off
+    } else {
+        sk as i64 - sq as i64
+    };
+    let scores = if PIECES {
+        Scores::new::<A::E>(&p, b, h, alibi_off)
+    } else {
+        Scores::plain(&p)
+    };
+    let dropout = if PIECES {
+        Dropout::new(&p, b, h)
+    } else {
+        None
+    };
+    let randval = if PIECES && p.randval != 0 {
+        let s = p.randval_strides;
+        (p.randval as *mut u8).wrapping_offset((b as i64 * s[0] + h64 * s[1]) as isize)
+    } else {
+        core::ptr::null_mut()
+    };
 
     // Shared memory: q_s [BLOCK_M, dp], k_s and v_s [BLOCK_N, dp] (the same buffer unless
     // SPLIT_KV), p_s [BLOCK_M, pp] (one slab per wave; only for atoms without P_IN_REGISTERS).
@@ -233,7 +274,8 @@ pub fn run<
         zero_tail: false,
     };
 
-    // o: [TM][ND] fragments = [TM·M, D] f32 rows of this wave; m, l: running max / partial sum.
+    // o: [TM][ND] fragments = [TM·M, D] f32 rows of this wave; m: running row max in exp2 units
+    // (the `base` every P of the row was computed against); l: running partial row sum.
     let mut o = [[A::C::default(); ND]; TM];
     let mut m_run = [A::Rows::default(); TM];
     let mut l_run = [A::Rows::default(); TM];
@@ -243,20 +285,20 @@ pub fn run<
         }
     }
 
-    // With a positive scale the scores stay unscaled (the row max of raw scores is the row max
-    // of scaled ones) and the scale is folded into the exp2 argument, one FFMA per score:
-    // `2^(s·c - m·c)`. Other scales (0, negative) are applied to the scores first and `c = 1`.
-    // `m_run` is kept in the same, pre-`c`, units.
-    let fold = p.scale_log2 > 0.0;
+    // Plain kernels with a positive scale keep the scores unscaled (the row max of raw scores is
+    // the row max of scaled ones) and fold the scale into the exp2 argument, one FFMA per score:
+    // `2^(s·c - m)`. Other scales (0, negative) and the score pieces produce log2-domain logits
+    // first, and `c = 1`.
+    let fold = !PIECES && p.scale_log2 > 0.0;
     let c = if fold { p.scale_log2 } else { 1.0 };
 
     let rows = m0 as i64..(m0 + block_m).min(sq.max(1)) as i64;
     let (n_lo, n_hi) = mask.key_blocks(rows, block_n as i64);
     let (n_lo, n_hi) = (n_lo as usize, n_hi as usize);
 
-    // SAFETY: (this and every copy below) rows m0.. of q and n0.. of k/v exist up to Sq/Sk and
-    // hold D/Dv elements (host validated, rows_valid clamps); the host sets FLAG_VEC16 only when
-    // every row is 16-byte aligned; the tiles fit the dynamic shared memory (policy).
+    // SAFETY: (this and every copy below) rows m0.. of q and n0.. of k/v exist up to Sq_b/Sk_b
+    // and hold D/Dv elements (host validated, SeqInfo clamps, rows_valid clamps); the host sets
+    // FLAG_VEC16 only when every row is 16-byte aligned; the tiles fit the dynamic shared memory.
     unsafe { q_copy.issue(vec16) };
     if SPLIT_KV && n_lo < n_hi {
         // SAFETY: as above.
@@ -304,13 +346,15 @@ pub fn run<
             }
         }
 
-        // Mask; only blocks that straddle the mask's edge (or the end of the keys) pay for
-        // per-element visibility. Scores are scaled here only when the scale is not folded
-        // into the exp2 below (see `fold`).
-        let full = mask.block_is_full(
-            m0 as i64..(m0 + block_m) as i64,
-            n0 as i64..(n0 + block_n) as i64,
-        );
+        // Scores. With the pieces every element goes through them (the bias is read only for
+        // visible elements of real rows). Otherwise only blocks that straddle the mask's edge (or
+        // the end of the keys) pay for per-element visibility, and scores are scaled here only
+        // when the scale is not folded into the exp2 below (see `fold`).
+        let full = !PIECES
+            && mask.block_is_full(
+                m0 as i64..(m0 + block_m) as i64,
+                n0 as i64..(n0 + block_n) as i64,
+            );
         if full {
             if !fold {
                 for t in 0..TM {
@@ -328,44 +372,53 @@ pub fn run<
                         let (r, cc) = A::c_coord(lane, v);
                         let i = (m0 + row0 + t * A::M + r) as i64;
                         let j = (n0 + tn * A::N + cc) as i64;
-                        let x = if fold {
-                            s[t][tn][v]
-                        } else {
-                            s[t][tn][v] * p.scale_log2
-                        };
-                        s[t][tn][v] = if mask.visible(i, j) {
-                            x
-                        } else {
+                        let raw = s[t][tn][v];
+                        // Rows past Sq_b are never stored; only the pieces must not read
+                        // their bias.
+                        let real = !PIECES || i < sq as i64;
+                        s[t][tn][v] = if !(real && mask.visible(i, j)) {
                             f32::NEG_INFINITY
+                        } else if PIECES {
+                            // SAFETY: i < Sq_b and j < Sk_b (visible).
+                            unsafe { scores.logit::<A::E>(raw, i, j) }
+                        } else if fold {
+                            raw
+                        } else {
+                            raw * p.scale_log2
                         };
                     }
                 }
             }
         }
 
-        // Fold the block into the online softmax.
+        // Fold the block into the online softmax. The row max is kept as the exp2 offset itself,
+        // `m = round(max · c)`, so that rescaling by `2^(m_old - m_new)` is exact whenever the max
+        // does not move (it is 1), and stays consistent with the offset every earlier P of the
+        // row was computed against.
         for t in 0..TM {
-            let mut mx = m_run[t];
+            let mut mx = A::Rows::default();
+            for r in 0..A::ROW_SLOTS {
+                mx[r] = f32::NEG_INFINITY;
+            }
             for tn in 0..TN {
                 for v in 0..A::C_VALS {
                     let slot = A::row_slot(v);
                     mx[slot] = mx[slot].max(s[t][tn][v]);
                 }
             }
-            // base = m·c, the exp2 offset of each row.
+            // base = the row's new exp2 offset (0 while nothing is visible: no NaN).
             let mut base = A::Rows::default();
             let mut alpha = A::Rows::default();
             for r in 0..A::ROW_SLOTS {
-                mx[r] = row_allreduce::<A>(mx[r], f32::max);
-                // A row with nothing visible yet keeps m = -inf; subtract 0 instead (no NaN).
-                base[r] = if mx[r] == f32::NEG_INFINITY {
+                let m_new = m_run[t][r].max(row_allreduce::<A>(mx[r], f32::max) * c);
+                base[r] = if m_new == f32::NEG_INFINITY {
                     0.0
                 } else {
-                    mx[r] * c
+                    m_new
                 };
-                alpha[r] = exp2(fma(m_run[t][r], c, -base[r]));
+                alpha[r] = exp2(m_run[t][r] - base[r]);
                 l_run[t][r] *= alpha[r];
-                m_run[t][r] = mx[r];
+                m_run[t][r] = m_new;
             }
             for nd in 0..ND {
                 for v in 0..A::C_VALS {
@@ -373,11 +426,35 @@ pub fn run<
                 }
             }
             for tn in 0..TN {
+                let mut w = [0u32; 4]; // the Philox draw of the current key group
                 for v in 0..A::C_VALS {
                     let slot = A::row_slot(v);
                     let pv = exp2(fma(s[t][tn][v], c, -base[slot]));
+                    l_run[t][slot] += pv; // before dropout: lse is independent of it
                     s[t][tn][v] = pv;
-                    l_run[t][slot] += pv;
+                    if let Some(dr) = dropout {
+                        let (r, cc) = A::c_coord(lane, v);
+                        let i = (m0 + row0 + t * A::M + r) as i64;
+                        let j = (n0 + tn * A::N + cc) as i64;
+                        // Values of one key group are consecutive (KEY_GROUPS' contract): one
+                        // draw per group. The condition is a constant once unrolled.
+                        if v == 0 || A::key_group(v) != A::key_group(v - 1) {
+                            w = dr.draw(i, j);
+                        }
+                        let keep = dr.keep(&w, j);
+                        if !keep {
+                            s[t][tn][v] = 0.0;
+                        }
+                        if !randval.is_null() && i < sq as i64 && mask.visible(i, j) {
+                            // SAFETY: i < Sq_b <= max_sq and j < Sk_b <= max_sk are inside the
+                            // mask tensor (host validated); the hidden positions are written by
+                            // the `attn_dropout_mask` kernel.
+                            unsafe {
+                                *randval.offset((i * p.randval_strides[2] + j) as isize) =
+                                    keep as u8
+                            };
+                        }
+                    }
                 }
             }
         }
@@ -445,18 +522,32 @@ pub fn run<
     // No copy may be in flight when the block exits (a block with no key block issued Q only).
     async_wait_all();
 
-    // Epilogue: O /= l, lse = ln2 · (m + log2 l); rows with nothing visible get O = 0, lse = -inf.
-    let lse_base =
-        (p.lse as *mut f32).wrapping_offset((b * p.lse_strides[0] + h * p.lse_strides[1]) as isize);
+    // Epilogue: O *= rescale / l, lse = ln2 · (m + log2 l); rows with nothing visible get O = 0,
+    // lse = -inf. `rescale = 1 / (1 - p)` with dropout, 1 otherwise.
+    let rescale = if dropout.is_some() {
+        p.dropout_rescale
+    } else {
+        1.0
+    };
+    // The sequence is resolved again (not kept live through the main loop: registers).
+    let (_, h, b) = block_idx();
+    let seq = SeqInfo::of::<VARLEN>(&p, b as usize);
+    let (bt, h64) = (seq.batch as i64, h as i64);
+    let o_base = (p.out as *mut A::E).wrapping_offset(
+        (bt * p.o_strides[0] + seq.q0 as i64 * p.o_strides[1] + h64 * p.o_strides[2]) as isize,
+    );
+    let lse_base = (p.lse as *mut f32).wrapping_offset(
+        (bt * p.lse_strides[0] + h64 * p.lse_strides[1] + seq.q0 as i64) as isize,
+    );
     for t in 0..TM {
         let mut inv = A::Rows::default();
         let mut lse = A::Rows::default();
         for r in 0..A::ROW_SLOTS {
             let l = row_allreduce::<A>(l_run[t][r], |x, y| x + y);
             let seen = l > 0.0;
-            inv[r] = if seen { rcp(l) } else { 0.0 };
+            inv[r] = if seen { rcp(l) * rescale } else { 0.0 };
             lse[r] = if seen {
-                (m_run[t][r] * c + log2(l)) * LN_2
+                (m_run[t][r] + log2(l)) * LN_2
             } else {
                 f32::NEG_INFINITY
             };
@@ -469,7 +560,7 @@ pub fn run<
                 let col = nd * A::N + cc;
                 if i < sq && col < dv {
                     let x = A::E::from_f32(frag[v] * inv[A::row_slot(v)]);
-                    // SAFETY: i < Sq and col < Dv are inside `out` (host validated).
+                    // SAFETY: i < Sq_b and col < Dv are inside `out` (host validated).
                     unsafe {
                         *o_base
                             .wrapping_offset((i as i64 * p.o_strides[1]) as isize)
@@ -478,7 +569,7 @@ pub fn run<
                 }
                 // The lane holding column 0 of a row writes its lse.
                 if nd == 0 && cc == 0 && i < sq && p.lse != 0 {
-                    // SAFETY: i < Sq is inside `lse` (host validated, row stride 1).
+                    // SAFETY: i < Sq_b is inside `lse` (host validated, row stride 1).
                     unsafe { *lse_base.add(i) = lse[A::row_slot(v)] };
                 }
             }

@@ -1,6 +1,6 @@
 //! Tile sizes of the forward kernels: one pure function, [`fwd_tile`], shared by the kernels
 //! (through `instances.rs`) and the host (to size the grid and shared memory).
-use attn_abi::DType;
+use attn_abi::{DType, FwdVariant};
 
 /// Threads per block of every forward kernel (4 warps on NVIDIA and RDNA3, 2 waves on CDNA).
 pub const THREADS: u32 = 128;
@@ -67,13 +67,25 @@ pub struct FwdTile {
     pub p_in_smem: bool,
 }
 
-/// The tile for `dtype` and head-dim bucket `d` on `family`.
+/// The tile of the plain variant ([`fwd_tile_of`] with [`FwdVariant::Plain`]).
+pub const fn fwd_tile(family: Family, dtype: DType, d: usize) -> FwdTile {
+    fwd_tile_of(family, dtype, d, FwdVariant::Plain)
+}
+
+/// The tile for `dtype`, head-dim bucket `d` and kernel variant on `family`.
+///
+/// The score pieces (bias loads, Philox draws, mask bytes) need registers of their own, so the
+/// [`FwdVariant::Pieces`] kernels take one fragment of rows per wave and fewer keys per block
+/// (32 on CDNA, 16 at D = 256 elsewhere): the largest tiles with no spill on any target
+/// (`cargo xtask build-kernels`).
 ///
 /// f32 runs on the FMA atom (`WAVE/4` rows per wave, `128/WAVE` waves: `32·tm` rows per block on
 /// every target); f16/bf16 on the family's matrix atom (16 rows × 4 warps, 32 rows × 2 waves,
 /// 16 rows × 4 waves: `64·tm` rows per block). Shared memory stays within 64 KiB on AMD.
-pub const fn fwd_tile(family: Family, dtype: DType, d: usize) -> FwdTile {
+pub const fn fwd_tile_of(family: Family, dtype: DType, d: usize, variant: FwdVariant) -> FwdTile {
     let nv = matches!(family, Family::Sm80 | Family::Sm90);
+    // Varlen keeps sequence lengths and offsets in registers: it takes the pieces' tiles.
+    let pieces = !matches!(variant, FwdVariant::Plain);
     if matches!(dtype, DType::F32) {
         let (tm, block_n) = match d {
             256 => (1, 8),
@@ -90,6 +102,11 @@ pub const fn fwd_tile(family: Family, dtype: DType, d: usize) -> FwdTile {
         };
     }
     let (tm, block_n) = match (family, d) {
+        (Family::Cdna, _) if pieces => (1, 32),
+        (Family::Rdna3 | Family::Sm80 | Family::Sm90, 256) if pieces => (1, 16),
+        (Family::Rdna3, _) if pieces => (1, 32),
+        (_, 32 | 64) if pieces => (1, 64),
+        _ if pieces => (1, 32),
         // H100, measured (docs/perf.md): two 16-row fragments per warp halve the shared-memory
         // operand traffic per MMA, and are worth 30% at D = 128 over (1, 64).
         (Family::Sm90, 256) => (1, 32),
@@ -121,7 +138,12 @@ pub const fn padded(cols: usize, esize: usize) -> usize {
 /// `[BLOCK_N, D]`, and the P tile `[BLOCK_M, BLOCK_N]` when P goes through shared memory; every
 /// row padded.
 pub const fn smem_bytes(family: Family, dtype: DType, d: usize) -> usize {
-    let t = fwd_tile(family, dtype, d);
+    smem_bytes_of(family, dtype, d, FwdVariant::Plain)
+}
+
+/// [`smem_bytes`] of a kernel variant.
+pub const fn smem_bytes_of(family: Family, dtype: DType, d: usize, variant: FwdVariant) -> usize {
+    let t = fwd_tile_of(family, dtype, d, variant);
     let e = dtype.size();
     let kv = if t.split_kv { 2 } else { 1 };
     let p = if t.p_in_smem {
@@ -145,17 +167,24 @@ mod tests {
                 Family::Sm90 => 227 * 1024,
                 _ => 64 * 1024,
             };
-            for dtype in DType::ALL {
+            for (dtype, variant) in DType::ALL
+                .into_iter()
+                .flat_map(|t| FwdVariant::ALL.map(|v| (t, v)))
+            {
                 for d in FWD_HEAD_DIMS {
                     let d = d as usize;
-                    let t = fwd_tile(family, dtype, d);
+                    let t = fwd_tile_of(family, dtype, d, variant);
                     assert!(
-                        smem_bytes(family, dtype, d) <= limit,
+                        smem_bytes_of(family, dtype, d, variant) <= limit,
                         "{family:?} {dtype:?} d{d}"
                     );
-                    // Key blocks split into whole atoms: N and K of mma.sync (8, 16), MFMA
-                    // (32, 8) and WMMA (16, 16) divide 32; those of FMA (8, 4) divide 8.
-                    let atoms = if matches!(dtype, DType::F32) { 8 } else { 32 };
+                    // Key blocks split into whole atoms: N and K of mma.sync (8, 16) and WMMA
+                    // (16, 16) divide 16, MFMA's (32, 8) divide 32, FMA's (8, 4) divide 8.
+                    let atoms = match (dtype, family) {
+                        (DType::F32, _) => 8,
+                        (_, Family::Cdna) => 32,
+                        _ => 16,
+                    };
                     assert_eq!(t.block_n % atoms, 0, "{family:?} {dtype:?} d{d}");
                     assert_eq!(d % 32, 0);
                     assert_eq!(t.block_m % 32, 0);
