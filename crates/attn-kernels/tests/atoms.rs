@@ -574,6 +574,10 @@ mod mainloop {
             window_right: WINDOW_UNBOUNDED,
             flags: if vec16 { attn_abi::FLAG_VEC16 } else { 0 },
             _pad: 0,
+            max_seqlen_q: sq as u32,
+            max_seqlen_k: sk as u32,
+            dropout_rescale: 1.0,
+            ..FwdParams::default()
         };
         let dp = policy::padded(d, 2);
         // Room for split K/V and a P tile whatever the configuration.

@@ -79,6 +79,10 @@ fn run_case(c: &Case, seed: u64) {
         flags: if c.window.is_some() { MASK_WINDOW } else { 0 }
             | if br { MASK_BOTTOM_RIGHT } else { 0 },
         _pad: 0,
+        max_seqlen_q: c.sq as u32,
+        max_seqlen_k: c.sk as u32,
+        dropout_rescale: 1.0,
+        ..FwdParams::default()
     };
     let family = attn_kernels::atom::FAMILY;
     let tile = policy::fwd_tile(family, attn_abi::DType::F32, 64);
