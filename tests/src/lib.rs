@@ -3,9 +3,19 @@
 //!
 //! Every check draws fresh random inputs, poisons the outputs (all bytes `0xFF`, a NaN in every
 //! float format) before the launch so that unwritten elements show, and compares `out` and `lse`
-//! with the f64 truth and the blocked low-precision reference.
+//! with the f64 truth and the blocked low-precision reference, and the dropout mask (requested
+//! whenever dropout is on) byte for byte with `attn_ref::dropout::mask_tensor`.
+//!
+//! Every feature an [`attn_ref::Problem`] can hold is passed to the kernel: varlen (`cu_seqlens`
+//! uploaded as i32 arrays), `seqused_k`, the bias (in its dtype, with the reference tensor's
+//! strides, zero strides included), ALiBi slopes, softcap and dropout (host or device Philox
+//! seed, [`FwdCase::device_rng`]).
 use attn_abi::DType;
-use attn_host::{Align, Device, DeviceBuffer, Forward, LseRef, Mask, TensorRef};
+use attn_host::{
+    AlibiRef, Align, BiasRef, Device, DeviceBuffer, Forward, I32Ref, LseRef, Mask, MaskRef, Philox,
+    Plan, TensorRef,
+};
+pub use attn_kernels::fwd::policy::Family;
 use attn_ref::{Dtype, Inputs, Problem, Report, Tensor};
 
 /// A device for a GPU test, or `None` after printing why the test is skipped.
@@ -62,10 +72,30 @@ pub enum Layout {
 /// One forward check.
 #[derive(Clone, Debug)]
 pub struct FwdCase {
-    /// The problem (only the features the forward kernels implement are used).
+    /// The problem: every feature it holds is passed to the kernel.
     pub problem: Problem,
     /// Layout of q/k/v/out in device memory.
     pub layout: Layout,
+    /// With dropout: pass the Philox seed and (part of) the offset in device memory
+    /// ([`Philox::Device`]) instead of by value.
+    pub device_rng: bool,
+}
+
+impl FwdCase {
+    /// A case with the seed passed by value.
+    pub fn new(problem: Problem, layout: Layout) -> Self {
+        FwdCase {
+            problem,
+            layout,
+            device_rng: false,
+        }
+    }
+
+    /// The same case with the Philox seed and offset in device memory.
+    pub fn with_device_rng(mut self) -> Self {
+        self.device_rng = true;
+        self
+    }
 }
 
 /// Outcome of one check.
@@ -75,12 +105,43 @@ pub struct FwdOutcome {
     pub out: Report,
     /// `lse` against the pass rule (with `-inf` parity).
     pub lse: Report,
+    /// With dropout (`p > 0`): the number of dropout-mask bytes that differ from
+    /// `attn_ref::dropout::mask_tensor` (see [`mask_mismatches`]); `None` without dropout.
+    pub mask_mismatches: Option<usize>,
 }
 
 impl FwdOutcome {
-    /// Both tensors pass.
+    /// Both tensors pass and the dropout mask (if any) matches exactly.
     pub fn passed(&self) -> bool {
-        self.out.passed() && self.lse.passed()
+        self.out.passed() && self.lse.passed() && self.mask_mismatches.unwrap_or(0) == 0
+    }
+}
+
+impl std::fmt::Display for FwdOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}\n{}", self.out, self.lse)?;
+        if let Some(n) = self.mask_mismatches {
+            write!(f, "\ndropout mask: {n} bytes differ")?;
+        }
+        Ok(())
+    }
+}
+
+/// The kernel element type of a reference dtype.
+pub fn host_dtype(d: Dtype) -> DType {
+    match d {
+        Dtype::F16 => DType::F16,
+        Dtype::Bf16 => DType::Bf16,
+        Dtype::F32 => DType::F32,
+    }
+}
+
+/// Element bits of a value rounded to `dtype` (u16 payloads for f16/bf16).
+fn bits(x: f32, dtype: DType) -> u32 {
+    match dtype {
+        DType::F16 => half::f16::from_f32(x).to_bits() as u32,
+        DType::Bf16 => half::bf16::from_f32(x).to_bits() as u32,
+        DType::F32 => x.to_bits(),
     }
 }
 
@@ -88,13 +149,7 @@ impl FwdOutcome {
 fn device_bits(t: &Tensor, dtype: DType, layout: Layout) -> Vec<u32> {
     let [b, s, h, d] = t.shape;
     let mut v = Vec::with_capacity(t.numel());
-    let mut push = |x: f32| {
-        v.push(match dtype {
-            DType::F16 => half::f16::from_f32(x).to_bits() as u32,
-            DType::Bf16 => half::bf16::from_f32(x).to_bits() as u32,
-            DType::F32 => x.to_bits(),
-        })
-    };
+    let mut push = |x: f32| v.push(bits(x, dtype));
     match layout {
         Layout::Bmhk => (0..b).for_each(|bi| {
             (0..s).for_each(|si| {
@@ -110,12 +165,23 @@ fn device_bits(t: &Tensor, dtype: DType, layout: Layout) -> Vec<u32> {
     v
 }
 
-/// Element strides of a `[B, S, H, D]` tensor stored in `layout`.
+/// Element strides of a `[B, S, H, D]` tensor stored in `layout` (a size-0 dimension counts as
+/// 1, so that strides stay distinct).
 fn strides(shape: [usize; 4], layout: Layout) -> [i64; 4] {
-    let [_, s, h, d] = shape.map(|x| x as i64);
+    let [_, s, h, d] = shape.map(|x| x.max(1) as i64);
     match layout {
         Layout::Bmhk => [s * h * d, h * d, d, 1],
         Layout::Bhmk => [s * h * d, d, s * d, 1],
+    }
+}
+
+/// Copies `data` to the device; an empty slice gets a one-element buffer (zeroed), since
+/// runtimes refuse zero-byte allocations.
+fn upload<T: bytemuck::Pod>(dev: &Device, data: &[T]) -> attn_host::Result<DeviceBuffer<T>> {
+    if data.is_empty() {
+        dev.clone_htod(&[T::zeroed()])
+    } else {
+        dev.clone_htod(data)
     }
 }
 
@@ -128,8 +194,11 @@ enum Raw {
 impl Raw {
     fn upload(dev: &Device, bits: &[u32], dtype: DType) -> attn_host::Result<Raw> {
         Ok(match dtype {
-            DType::F32 => Raw::Single(dev.clone_htod(bits)?),
-            _ => Raw::Half(dev.clone_htod(&bits.iter().map(|&b| b as u16).collect::<Vec<_>>())?),
+            DType::F32 => Raw::Single(upload(dev, bits)?),
+            _ => Raw::Half(upload(
+                dev,
+                &bits.iter().map(|&b| b as u16).collect::<Vec<_>>(),
+            )?),
         })
     }
     fn poisoned(
@@ -204,53 +273,322 @@ fn kernel_tile(dev: &Device, p: &Problem, dtype: DType) -> (usize, usize) {
     (t.block_m, t.block_n)
 }
 
-/// Runs one forward check on `dev` with inputs drawn from `seed`.
-pub fn run_fwd(dev: &Device, case: &FwdCase, seed: u64) -> Result<FwdOutcome, String> {
+/// Compares a dropout mask read back from the device (`[nb, Hq, max_sq, max_sk]`, contiguous)
+/// with `attn_ref::dropout::mask_tensor`.
+///
+/// Every position the contract covers (semantics.md §4: batch mode every `(b, h, i, j)`; varlen
+/// `i < Sq_b`, `j < Sk_b` before `seqused_k`) must match byte for byte. The padding of shorter
+/// varlen sequences up to `max_sq` / `max_sk` is outside the contract: the reference writes 0
+/// there, and the kernel may write 0 or leave it untouched (the harness poisons it with `0xFF`);
+/// anything else counts as a mismatch. Returns the number of mismatching bytes.
+pub fn mask_mismatches(p: &Problem, got: &[u8], want: &[u8]) -> usize {
+    let [nb, hq, mq, mk] = p.bias_shape();
+    let n = nb * hq * mq * mk;
+    if got.len() < n || want.len() < n {
+        return n.max(1);
+    }
+    let seqs = p.seqs();
+    let mut bad = 0;
+    for (b, s) in seqs.iter().enumerate().take(nb) {
+        for h in 0..hq {
+            for i in 0..mq {
+                let row = ((b * hq + h) * mq + i) * mk;
+                for j in 0..mk {
+                    let (g, w) = (got[row + j], want[row + j]);
+                    let in_range = i < s.sq && j < s.sk_total;
+                    let ok = if in_range {
+                        g == w
+                    } else {
+                        g == w || g == 0xFF
+                    };
+                    bad += usize::from(!ok);
+                }
+            }
+        }
+    }
+    bad
+}
+
+/// The address and length of one buffer of a check (`len` in elements; for the i32 arrays and
+/// the slopes, their logical length).
+#[derive(Clone, Copy, Debug, Default)]
+struct Buf {
+    ptr: u64,
+    len: usize,
+}
+
+/// Every buffer of one check, real or (for [`plan_fwd`]) made up.
+#[derive(Clone, Copy, Debug, Default)]
+struct Bufs {
+    q: Buf,
+    k: Buf,
+    v: Buf,
+    out: Buf,
+    lse: Buf,
+    cu_seqlens: Option<(Buf, Buf)>,
+    seqused_k: Option<Buf>,
+    bias: Option<Buf>,
+    slopes: Option<Buf>,
+    /// Two u64 words: the seed and the device part of the offset.
+    rng: Option<Buf>,
+    mask: Option<Buf>,
+}
+
+/// Whether a case requests the dropout mask (dropout with `p > 0`).
+fn wants_mask(p: &Problem) -> bool {
+    p.dropout.is_some_and(|d| d.p > 0.0)
+}
+
+/// The host part of the offset with a device generator (the device holds the rest).
+fn host_offset_part(offset: u64) -> u64 {
+    offset / 2
+}
+
+/// The forward call of a case on `b`'s buffers: every feature of the problem.
+fn forward_call(case: &FwdCase, x: &Inputs, b: &Bufs) -> Forward {
     let p = &case.problem;
-    let dtype = match p.dtype {
-        Dtype::F16 => DType::F16,
-        Dtype::Bf16 => DType::Bf16,
-        Dtype::F32 => DType::F32,
-    };
-    let x = Inputs::random(p, seed, 1.0);
-    let stream = dev.default_stream();
-    let e = |e: attn_host::Error| e.to_string();
-    let (qs, ks, vs, os) = (p.q_shape(), p.k_shape(), p.v_shape(), p.out_shape());
-    let q = Raw::upload(dev, &device_bits(&x.q, dtype, case.layout), dtype).map_err(e)?;
-    let k = Raw::upload(dev, &device_bits(&x.k, dtype, case.layout), dtype).map_err(e)?;
-    let v = Raw::upload(dev, &device_bits(&x.v, dtype, case.layout), dtype).map_err(e)?;
-    let out = Raw::poisoned(dev, os.iter().product(), dtype, &stream).map_err(e)?;
-    let lse_shape = p.lse_shape();
-    let mut lse: DeviceBuffer<f32> = dev
-        .alloc(lse_shape.iter().product::<usize>().max(1))
-        .map_err(e)?;
-    lse.fill_bytes(0xFF, &stream).map_err(e)?;
-    let tref = |r: &Raw, shape| TensorRef {
-        ptr: r.ptr(),
-        len: r.len(),
+    let dtype = host_dtype(p.dtype);
+    let tref = |r: Buf, shape| TensorRef {
+        ptr: r.ptr,
+        len: r.len,
         dtype,
         shape,
         strides: strides(shape, case.layout),
     };
-    let mut call = Forward::new(tref(&q, qs), tref(&k, ks), tref(&v, vs), tref(&out, os))
-        .lse(LseRef {
-            len: lse.len(),
-            ..LseRef::contiguous(lse.ptr(), lse_shape)
-        })
-        .mask(host_mask(p.mask));
+    let mut call = Forward::new(
+        tref(b.q, p.q_shape()),
+        tref(b.k, p.k_shape()),
+        tref(b.v, p.v_shape()),
+        tref(b.out, p.out_shape()),
+    )
+    .lse(LseRef {
+        len: b.lse.len,
+        ..LseRef::contiguous(b.lse.ptr, p.lse_shape())
+    })
+    .mask(host_mask(p.mask))
+    .softcap(p.softcap);
     if let Some(s) = p.scale {
         call = call.scale(s);
     }
-    // SAFETY: every buffer above is a live allocation on `dev` whose length the plan checks.
+    let i32s = |r: Buf| I32Ref {
+        ptr: r.ptr,
+        len: r.len,
+    };
+    if let Some((cq, ck)) = b.cu_seqlens {
+        let (mq, mk) = p.max_seqlens();
+        call = call.varlen(attn_host::Varlen {
+            cu_seqlens_q: i32s(cq),
+            cu_seqlens_k: i32s(ck),
+            max_seqlen_q: mq,
+            max_seqlen_k: mk,
+        });
+    }
+    if let Some(u) = b.seqused_k {
+        call = call.seqused_k(i32s(u));
+    }
+    if let (Some(buf), Some(t)) = (b.bias, &x.bias) {
+        call = call.bias(BiasRef {
+            ptr: buf.ptr,
+            len: buf.len,
+            dtype: host_dtype(t.dtype),
+            shape: t.shape,
+            strides: t.strides.map(|s| s as i64),
+        });
+    }
+    if let (Some(buf), Some(a)) = (b.slopes, &p.alibi) {
+        call = call.alibi(AlibiRef {
+            ptr: buf.ptr,
+            len: buf.len,
+            per_batch: a.per_batch,
+        });
+    }
+    if let Some(d) = &p.dropout {
+        let rng = match b.rng {
+            Some(words) => Philox::Device {
+                seed_ptr: words.ptr,
+                offset_ptr: words.ptr + 8,
+                offset: host_offset_part(d.offset),
+            },
+            None => Philox::Host {
+                seed: d.seed,
+                offset: d.offset,
+            },
+        };
+        call = call.dropout(attn_host::Dropout { p: d.p, rng });
+    }
+    if let Some(m) = b.mask {
+        call = call.dropout_mask(MaskRef {
+            len: m.len,
+            ..MaskRef::contiguous(m.ptr, p.bias_shape())
+        });
+    }
+    call
+}
+
+/// Plans a case's forward call for `family` on made-up (but consistently sized, aligned and
+/// disjoint) device addresses, without a device: checks on any machine that the harness passes
+/// every feature in a form the host API accepts, and shows which kernel and grids a case gets.
+pub fn plan_fwd(case: &FwdCase, seed: u64, family: Family) -> Result<Plan, String> {
+    let p = &case.problem;
+    p.validate().map_err(|e| e.to_string())?;
+    let x = Inputs::random(p, seed, 1.0);
+    let mut next = 0x1_0000_0000u64;
+    let mut at = |len: usize, esize: usize| {
+        let ptr = next;
+        next += ((len.max(1) * esize) as u64).div_ceil(256) * 256 + 256;
+        Buf { ptr, len }
+    };
+    let es = host_dtype(p.dtype).size();
+    let numel = |s: [usize; 4]| s.iter().product::<usize>().max(1);
+    let bufs = Bufs {
+        q: at(numel(p.q_shape()), es),
+        k: at(numel(p.k_shape()), es),
+        v: at(numel(p.v_shape()), es),
+        out: at(numel(p.out_shape()), es),
+        lse: at(p.lse_len().max(1), 4),
+        cu_seqlens: p
+            .varlen
+            .as_ref()
+            .map(|v| (at(v.cu_seqlens_q.len(), 4), at(v.cu_seqlens_k.len(), 4))),
+        seqused_k: p.seqused_k.as_ref().map(|u| at(u.len(), 4)),
+        bias: x
+            .bias
+            .as_ref()
+            .map(|t| at(t.data.len(), host_dtype(t.dtype).size())),
+        slopes: p.alibi.as_ref().map(|a| at(a.slopes.len(), 4)),
+        rng: (p.dropout.is_some() && case.device_rng).then(|| at(2, 8)),
+        mask: wants_mask(p).then(|| at(numel(p.bias_shape()), 1)),
+    };
+    forward_call(case, &x, &bufs)
+        .plan(family)
+        .map_err(|e| e.to_string())
+}
+
+/// Runs one forward check on `dev` with inputs drawn from `seed`.
+pub fn run_fwd(dev: &Device, case: &FwdCase, seed: u64) -> Result<FwdOutcome, String> {
+    let p = &case.problem;
+    p.validate().map_err(|e| e.to_string())?;
+    let dtype = host_dtype(p.dtype);
+    let x = Inputs::random(p, seed, 1.0);
+    let stream = dev.default_stream();
+    let e = |e: attn_host::Error| e.to_string();
+    let os = p.out_shape();
+    let q = Raw::upload(dev, &device_bits(&x.q, dtype, case.layout), dtype).map_err(e)?;
+    let k = Raw::upload(dev, &device_bits(&x.k, dtype, case.layout), dtype).map_err(e)?;
+    let v = Raw::upload(dev, &device_bits(&x.v, dtype, case.layout), dtype).map_err(e)?;
+    let out_len: usize = os.iter().product();
+    let out = Raw::poisoned(dev, out_len, dtype, &stream).map_err(e)?;
+    let lse_shape = p.lse_shape();
+    let lse_len: usize = lse_shape.iter().product();
+    let mut lse: DeviceBuffer<f32> = dev.alloc(lse_len.max(1)).map_err(e)?;
+    lse.fill_bytes(0xFF, &stream).map_err(e)?;
+    let raw = |r: &Raw| Buf {
+        ptr: r.ptr(),
+        len: r.len(),
+    };
+    let mut bufs = Bufs {
+        q: raw(&q),
+        k: raw(&k),
+        v: raw(&v),
+        out: raw(&out),
+        lse: Buf {
+            ptr: lse.ptr(),
+            len: lse.len(),
+        },
+        ..Bufs::default()
+    };
+    // The i32 arrays, with their logical lengths (an empty one still gets a buffer).
+    let mut arrays: Vec<DeviceBuffer<i32>> = Vec::new();
+    let mut array = |data: &[i32]| -> attn_host::Result<Buf> {
+        let b = upload(dev, data)?;
+        let buf = Buf {
+            ptr: b.ptr(),
+            len: data.len(),
+        };
+        arrays.push(b);
+        Ok(buf)
+    };
+    if let Some(vl) = &p.varlen {
+        bufs.cu_seqlens = Some((
+            array(&vl.cu_seqlens_q).map_err(e)?,
+            array(&vl.cu_seqlens_k).map_err(e)?,
+        ));
+    }
+    if let Some(used) = &p.seqused_k {
+        bufs.seqused_k = Some(array(used).map_err(e)?);
+    }
+    // The bias: the reference tensor's storage (zero strides included), in its dtype.
+    let bias = match &x.bias {
+        Some(t) => {
+            let bdt = host_dtype(t.dtype);
+            let data: Vec<u32> = t.data.iter().map(|&v| bits(v, bdt)).collect();
+            let r = Raw::upload(dev, &data, bdt).map_err(e)?;
+            bufs.bias = Some(Buf {
+                ptr: r.ptr(),
+                len: t.data.len(),
+            });
+            Some(r)
+        }
+        None => None,
+    };
+    let slopes = match &p.alibi {
+        Some(a) => {
+            let s = upload(dev, &a.slopes).map_err(e)?;
+            bufs.slopes = Some(Buf {
+                ptr: s.ptr(),
+                len: a.slopes.len(),
+            });
+            Some(s)
+        }
+        None => None,
+    };
+    // A device generator: the seed, and the offset split between the device and the host.
+    let rng = match &p.dropout {
+        Some(d) if case.device_rng => {
+            let words = upload(dev, &[d.seed, d.offset - host_offset_part(d.offset)]).map_err(e)?;
+            bufs.rng = Some(Buf {
+                ptr: words.ptr(),
+                len: 2,
+            });
+            Some(words)
+        }
+        _ => None,
+    };
+    let mask_len: usize = p.bias_shape().iter().product();
+    let mask = if wants_mask(p) {
+        let mut m: DeviceBuffer<u8> = dev.alloc(mask_len.max(1)).map_err(e)?;
+        m.fill_bytes(0xFF, &stream).map_err(e)?;
+        bufs.mask = Some(Buf {
+            ptr: m.ptr(),
+            len: m.len(),
+        });
+        Some(m)
+    } else {
+        None
+    };
+
+    let call = forward_call(case, &x, &bufs);
+    // SAFETY: every buffer above is a live allocation on `dev` whose length the plan checks,
+    // and they all outlive the synchronisation below.
     unsafe { call.launch(&stream) }.map_err(e)?;
     stream.synchronize().map_err(e)?;
-    let got_out = to_bmhk(&out.to_f32(dtype, &stream).map_err(e)?, os, case.layout);
+    let got_out = out.to_f32(dtype, &stream).map_err(e)?;
+    let got_out = to_bmhk(&got_out[..out_len], os, case.layout);
     let got_lse = lse.to_host(&stream).map_err(e)?;
-    let got_lse = &got_lse[..lse_shape.iter().product()];
+    let got_lse = &got_lse[..lse_len];
+    let got_mask = match &mask {
+        Some(m) => Some(m.to_host(&stream).map_err(e)?),
+        None => None,
+    };
+    drop((arrays, bias, slopes, rng, mask));
 
     let truth = attn_ref::forward(p, &x).map_err(|e| e.to_string())?;
     let (bm, bn) = kernel_tile(dev, p, dtype);
     let lowp = attn_ref::forward_blocked(p, &x, bm, bn).map_err(|e| e.to_string())?;
+    let mask_mismatches = got_mask.map(|got| {
+        let want = attn_ref::dropout::mask_tensor(p).unwrap_or_default();
+        mask_mismatches(p, &got, &want)
+    });
     Ok(FwdOutcome {
         out: attn_ref::check(&got_out, &truth.out, &lowp.out)
             .named("out")
@@ -258,5 +596,38 @@ pub fn run_fwd(dev: &Device, case: &FwdCase, seed: u64) -> Result<FwdOutcome, St
         lse: attn_ref::check_lse(got_lse, &truth.lse, &lowp.lse)
             .named("lse")
             .with_shape(&lse_shape),
+        mask_mismatches,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mask_comparison_covers_the_contract_and_tolerates_untouched_padding() {
+        // Varlen: sequence 0 is 2x3, sequence 1 is 1x1; the tensor is [2, 1, 2, 3].
+        let p = Problem::varlen(Dtype::F16, &[(2, 3), (1, 1)], 1, 1, 8, 8).with_dropout(0.5, 7, 9);
+        let want = attn_ref::dropout::mask_tensor(&p).unwrap();
+        assert_eq!(want.len(), 12);
+        assert_eq!(mask_mismatches(&p, &want, &want), 0);
+        // Padding (sequence 1 beyond 1x1) left poisoned: fine.
+        let mut got = want.clone();
+        for x in &mut got[7..] {
+            *x = 0xFF;
+        }
+        assert_eq!(mask_mismatches(&p, &got, &want), 0);
+        // Padding with another value, or an in-range byte poisoned: mismatches.
+        got[8] = 1;
+        got[0] = 0xFF;
+        assert_eq!(mask_mismatches(&p, &got, &want), 2);
+        // Too short a buffer fails.
+        assert!(mask_mismatches(&p, &got[..3], &want) > 0);
+    }
+
+    #[test]
+    fn strides_stay_distinct_for_empty_dimensions() {
+        assert_eq!(strides([2, 0, 3, 8], Layout::Bmhk), [24, 24, 8, 1]);
+        assert_eq!(strides([2, 0, 3, 8], Layout::Bhmk), [24, 8, 8, 1]);
+    }
 }

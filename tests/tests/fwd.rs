@@ -1,5 +1,7 @@
 //! Forward kernels on a GPU against `attn-ref` under the pass rule, for every dtype, head dim
-//! and mask, on ragged sizes with `Sq != Sk`. Skips (printing why) without a GPU.
+//! and mask, on ragged sizes with `Sq != Sk`, and for every optional feature (varlen,
+//! `seqused_k`, bias, ALiBi, softcap, dropout with its mask) alone and combined. Skips (printing
+//! why) without a GPU.
 use attn_ref::{Align, Dtype, Mask, Problem};
 use attn_tests::{FwdCase, Layout, device_or_skip, run_fwd};
 
@@ -25,6 +27,50 @@ fn masks() -> [Mask; 5] {
     ]
 }
 
+/// BMHK for even `i`, BHMK for odd.
+fn layout(i: usize) -> Layout {
+    if i.is_multiple_of(2) {
+        Layout::Bmhk
+    } else {
+        Layout::Bhmk
+    }
+}
+
+const DTYPES: [Dtype; 3] = [Dtype::F16, Dtype::Bf16, Dtype::F32];
+/// Every head-dim bucket, and two `D != Dv` pairs.
+const DIMS: [(usize, usize); 6] = [
+    (32, 32),
+    (64, 64),
+    (128, 128),
+    (256, 256),
+    (64, 128),
+    (128, 40),
+];
+
+/// Ragged varlen lengths `(Sq_b, Sk_b)` with empty sequences (no queries, no keys, neither).
+const RAGGED: [(usize, usize); 7] = [
+    (17, 33),
+    (0, 5),
+    (100, 1),
+    (3, 0),
+    (55, 55),
+    (0, 0),
+    (1, 130),
+];
+
+/// Standard ALiBi slopes `2^(-8 (h + 1) / Hq)` for `nb` sequences, each sequence's scaled
+/// differently when `per_batch`.
+fn slopes(nb: usize, hq: usize, per_batch: bool) -> Vec<f32> {
+    let head = |h: usize| 2f32.powf(-8.0 * (h + 1) as f32 / hq as f32);
+    if per_batch {
+        (0..nb * hq)
+            .map(|i| head(i % hq) * (1.0 + (i / hq) as f32 * 0.5))
+            .collect()
+    } else {
+        (0..hq).map(head).collect()
+    }
+}
+
 fn check_all(name: &str, cases: Vec<FwdCase>) {
     let Some(dev) = device_or_skip(name) else {
         return;
@@ -34,7 +80,7 @@ fn check_all(name: &str, cases: Vec<FwdCase>) {
         let seed = 0x5EED_0000 + n as u64 * 7919 + std::process::id() as u64;
         match run_fwd(&dev, case, seed) {
             Ok(o) if o.passed() => {}
-            Ok(o) => failures.push(format!("{:?} seed {seed}:\n{}\n{}", case, o.out, o.lse)),
+            Ok(o) => failures.push(format!("{case:?} seed {seed}:\n{o}")),
             Err(e) => failures.push(format!("{case:?}: error {e}")),
         }
     }
@@ -52,8 +98,7 @@ fn check_all(name: &str, cases: Vec<FwdCase>) {
     );
 }
 
-#[test]
-fn every_dtype_head_dim_and_mask() {
+fn every_dtype_head_dim_and_mask_cases() -> Vec<FwdCase> {
     let mut cases = Vec::new();
     for dtype in [Dtype::F16, Dtype::Bf16, Dtype::F32] {
         for d in [64, 128] {
@@ -62,23 +107,23 @@ fn every_dtype_head_dim_and_mask() {
                     let (hq, hk) = [(2, 2), (4, 1), (6, 2)][i % 3];
                     let p = Problem::new(dtype, 1 + (sq < 200) as usize, sq, sk, hq, hk, d, d)
                         .with_mask(mask);
-                    cases.push(FwdCase {
-                        problem: p,
-                        layout: if i % 2 == 0 {
-                            Layout::Bmhk
-                        } else {
-                            Layout::Bhmk
-                        },
-                    });
+                    cases.push(FwdCase::new(p, layout(i)));
                 }
             }
         }
     }
-    check_all("fwd: dtypes x head dims x masks", cases);
+    cases
 }
 
 #[test]
-fn other_head_dims_and_d_ne_dv() {
+fn every_dtype_head_dim_and_mask() {
+    check_all(
+        "fwd: dtypes x head dims x masks",
+        every_dtype_head_dim_and_mask_cases(),
+    );
+}
+
+fn other_head_dims_and_d_ne_dv_cases() -> Vec<FwdCase> {
     let mut cases = Vec::new();
     for dtype in [Dtype::F16, Dtype::Bf16, Dtype::F32] {
         for (d, dv) in [
@@ -93,30 +138,439 @@ fn other_head_dims_and_d_ne_dv() {
             let p = Problem::new(dtype, 2, 77, 131, 4, 2, d, dv).with_mask(Mask::Causal {
                 align: Align::BottomRight,
             });
-            cases.push(FwdCase {
-                problem: p,
-                layout: Layout::Bmhk,
-            });
+            cases.push(FwdCase::new(p, Layout::Bmhk));
         }
     }
-    check_all("fwd: head dims, D != Dv", cases);
+    cases
+}
+
+#[test]
+fn other_head_dims_and_d_ne_dv() {
+    check_all(
+        "fwd: head dims, D != Dv",
+        other_head_dims_and_d_ne_dv_cases(),
+    );
+}
+
+fn custom_scale_and_large_logits_stay_finite_cases() -> Vec<FwdCase> {
+    [0.02f32, 1.0, 30.0, 0.0, -0.5]
+        .into_iter()
+        .map(|s| {
+            FwdCase::new(
+                Problem::new(Dtype::Bf16, 1, 65, 300, 2, 1, 64, 64).with_scale(s),
+                Layout::Bmhk,
+            )
+        })
+        .collect()
 }
 
 #[test]
 fn custom_scale_and_large_logits_stay_finite() {
-    let cases = [0.02f32, 1.0, 30.0, 0.0, -0.5]
-        .into_iter()
-        .map(|s| FwdCase {
-            problem: Problem::new(Dtype::Bf16, 1, 65, 300, 2, 1, 64, 64).with_scale(s),
-            layout: Layout::Bmhk,
-        })
-        .collect();
-    check_all("fwd: custom scale", cases);
+    check_all(
+        "fwd: custom scale",
+        custom_scale_and_large_logits_stay_finite_cases(),
+    );
+}
+
+fn varlen_ragged_with_empty_sequences_cases() -> Vec<FwdCase> {
+    let mut cases = Vec::new();
+    for dtype in DTYPES {
+        for (n, (d, dv)) in DIMS.into_iter().enumerate() {
+            for (i, mask) in masks().into_iter().enumerate() {
+                let (hq, hk) = [(2, 2), (4, 1), (6, 2)][(n + i) % 3];
+                let p = Problem::varlen(dtype, &RAGGED, hq, hk, d, dv).with_mask(mask);
+                cases.push(FwdCase::new(p, Layout::Bmhk));
+            }
+        }
+        // One sequence, and only empty sequences.
+        let p = Problem::varlen(dtype, &[(300, 200)], 2, 1, 64, 64).with_mask(Mask::Causal {
+            align: Align::BottomRight,
+        });
+        cases.push(FwdCase::new(p, Layout::Bhmk));
+        let p = Problem::varlen(dtype, &[(0, 3), (4, 0), (0, 0)], 2, 1, 64, 64);
+        cases.push(FwdCase::new(p, Layout::Bmhk));
+    }
+    cases
+}
+
+#[test]
+fn varlen_ragged_with_empty_sequences() {
+    check_all(
+        "fwd: varlen, ragged lengths",
+        varlen_ragged_with_empty_sequences_cases(),
+    );
+}
+
+fn seqused_k_in_batch_and_varlen_mode_cases() -> Vec<FwdCase> {
+    let mut cases = Vec::new();
+    for dtype in DTYPES {
+        for (i, mask) in masks().into_iter().enumerate() {
+            let p = Problem::new(dtype, 3, 40, 130, 4, 2, 64, 64)
+                .with_seqused_k(vec![130, 0, 37])
+                .with_mask(mask);
+            cases.push(FwdCase::new(p, layout(i)));
+            let p = Problem::varlen(dtype, &RAGGED, 4, 2, 128, 128)
+                .with_seqused_k(vec![20, 5, 0, 0, 55, 0, 64])
+                .with_mask(mask);
+            cases.push(FwdCase::new(p, Layout::Bmhk));
+        }
+    }
+    cases
+}
+
+#[test]
+fn seqused_k_in_batch_and_varlen_mode() {
+    check_all("fwd: seqused_k", seqused_k_in_batch_and_varlen_mode_cases());
+}
+
+fn bias_broadcast_patterns_in_both_dtypes_cases() -> Vec<FwdCase> {
+    // Full, and broadcast over batch / heads / both / rows / keys / all but keys.
+    let patterns = [
+        [false; 4],
+        [true, false, false, false],
+        [false, true, false, false],
+        [true, true, false, false],
+        [false, false, true, false],
+        [false, false, false, true],
+        [true, true, true, false],
+    ];
+    let mut cases = Vec::new();
+    for dtype in DTYPES {
+        let bias_dtypes: &[Dtype] = if dtype == Dtype::F32 {
+            &[Dtype::F32]
+        } else {
+            &[dtype, Dtype::F32]
+        };
+        for &bdt in bias_dtypes {
+            for (i, bc) in patterns.into_iter().enumerate() {
+                let (d, dv) = DIMS[i % DIMS.len()];
+                let mask = masks()[i % 5];
+                let p = Problem::new(dtype, 2, 37, 70, 4, 2, d, dv)
+                    .with_bias(bdt, bc)
+                    .with_mask(mask);
+                cases.push(FwdCase::new(p, layout(i)));
+                let p = Problem::varlen(dtype, &RAGGED, 4, 2, d, dv)
+                    .with_bias(bdt, bc)
+                    .with_mask(mask);
+                cases.push(FwdCase::new(p, Layout::Bmhk));
+            }
+        }
+    }
+    cases
+}
+
+#[test]
+fn bias_broadcast_patterns_in_both_dtypes() {
+    check_all("fwd: bias", bias_broadcast_patterns_in_both_dtypes_cases());
+}
+
+fn dropout_with_host_and_device_seeds_cases() -> Vec<FwdCase> {
+    let mut cases = Vec::new();
+    for dtype in DTYPES {
+        for (n, (d, dv)) in DIMS.into_iter().enumerate() {
+            for p_drop in [0.1, 0.5] {
+                for device_rng in [false, true] {
+                    // An offset just below 2^32, so that `offset + b * Hq + h` carries into the
+                    // counter's high word.
+                    let (seed, offset) = (0x0123_4567_89AB_CDEF ^ n as u64, (1u64 << 32) - 3);
+                    let mask = masks()[n % 5];
+                    let p = Problem::new(dtype, 2, 65, 130, 4, 2, d, dv)
+                        .with_dropout(p_drop, seed, offset)
+                        .with_mask(mask);
+                    let mut c = FwdCase::new(p, layout(n));
+                    c.device_rng = device_rng;
+                    cases.push(c);
+                    let p = Problem::varlen(dtype, &RAGGED, 4, 2, d, dv)
+                        .with_dropout(p_drop, seed, offset)
+                        .with_mask(mask);
+                    let mut c = FwdCase::new(p, Layout::Bmhk);
+                    c.device_rng = device_rng;
+                    cases.push(c);
+                }
+            }
+        }
+    }
+    cases
+}
+
+#[test]
+fn dropout_with_host_and_device_seeds() {
+    check_all("fwd: dropout", dropout_with_host_and_device_seeds_cases());
+}
+
+fn alibi_per_head_and_per_batch_cases() -> Vec<FwdCase> {
+    let aligned = [
+        Mask::Causal {
+            align: Align::BottomRight,
+        },
+        Mask::Causal {
+            align: Align::TopLeft,
+        },
+        Mask::None, // ALiBi is bottom-right aligned without a mask
+        Mask::Window {
+            left: Some(16),
+            right: Some(4),
+            align: Align::TopLeft,
+        },
+    ];
+    let mut cases = Vec::new();
+    for dtype in DTYPES {
+        for (i, mask) in aligned.into_iter().enumerate() {
+            for per_batch in [false, true] {
+                let (d, dv) = DIMS[(i + per_batch as usize) % DIMS.len()];
+                for (sq, sk) in [(50, 80), (80, 50)] {
+                    let p = Problem::new(dtype, 2, sq, sk, 4, 2, d, dv)
+                        .with_alibi(slopes(2, 4, per_batch), per_batch)
+                        .with_mask(mask);
+                    cases.push(FwdCase::new(p, layout(i)));
+                }
+                let p = Problem::varlen(dtype, &RAGGED, 4, 2, d, dv)
+                    .with_alibi(slopes(RAGGED.len(), 4, per_batch), per_batch)
+                    .with_mask(mask);
+                cases.push(FwdCase::new(p, Layout::Bmhk));
+            }
+        }
+    }
+    cases
+}
+
+#[test]
+fn alibi_per_head_and_per_batch() {
+    check_all("fwd: ALiBi", alibi_per_head_and_per_batch_cases());
+}
+
+fn softcap_alone_and_with_bias_and_dropout_cases() -> Vec<FwdCase> {
+    let mut cases = Vec::new();
+    for dtype in DTYPES {
+        for (i, (d, dv)) in DIMS.into_iter().enumerate() {
+            for cap in [1.0, 30.0] {
+                let p = Problem::new(dtype, 2, 45, 90, 4, 2, d, dv)
+                    .with_softcap(cap)
+                    .with_scale(0.5) // large logits, so that the cap bites
+                    .with_mask(masks()[i % 5]);
+                cases.push(FwdCase::new(p.clone(), layout(i)));
+                let p = p
+                    .with_bias(Dtype::F32, [false, true, false, false])
+                    .with_dropout(0.2, 99 + i as u64, 7);
+                cases.push(FwdCase::new(p, layout(i + 1)));
+            }
+        }
+    }
+    cases
+}
+
+#[test]
+fn softcap_alone_and_with_bias_and_dropout() {
+    check_all(
+        "fwd: softcap",
+        softcap_alone_and_with_bias_and_dropout_cases(),
+    );
+}
+
+fn every_feature_together_cases() -> Vec<FwdCase> {
+    let mut cases = Vec::new();
+    for dtype in DTYPES {
+        for (i, (d, dv)) in DIMS.into_iter().enumerate() {
+            let mask = Mask::Window {
+                left: Some(40),
+                right: Some(3),
+                align: if i.is_multiple_of(2) {
+                    Align::BottomRight
+                } else {
+                    Align::TopLeft
+                },
+            };
+            let bias_dtype = if i.is_multiple_of(2) {
+                dtype
+            } else {
+                Dtype::F32
+            };
+            // Varlen, GQA 3:1.
+            let p = Problem::varlen(dtype, &RAGGED, 6, 2, d, dv)
+                .with_mask(mask)
+                .with_seqused_k(vec![30, 5, 1, 0, 50, 0, 100])
+                .with_bias(bias_dtype, [false, true, false, false])
+                .with_alibi(slopes(RAGGED.len(), 6, true), true)
+                .with_softcap(20.0)
+                .with_dropout(0.3, 0xD20F + i as u64, 1 << 40);
+            cases.push(FwdCase::new(p, Layout::Bmhk).with_device_rng());
+            // Batch mode, MQA, both layouts.
+            let p = Problem::new(dtype, 3, 77, 131, 4, 1, d, dv)
+                .with_mask(mask)
+                .with_seqused_k(vec![131, 64, 1])
+                .with_bias(bias_dtype, [true, false, false, false])
+                .with_alibi(slopes(3, 4, false), false)
+                .with_softcap(20.0)
+                .with_dropout(0.3, 0xD20F + i as u64, 5);
+            cases.push(FwdCase::new(p.clone(), layout(i)));
+            cases.push(FwdCase::new(p, layout(i + 1)).with_device_rng());
+        }
+    }
+    cases
+}
+
+#[test]
+fn every_feature_together() {
+    check_all(
+        "fwd: every feature together",
+        every_feature_together_cases(),
+    );
+}
+
+fn empty_problems_cases() -> Vec<FwdCase> {
+    let mut cases = Vec::new();
+    for dtype in DTYPES {
+        // No query rows in a batch of 2 (nothing is launched), and no keys (O = 0, lse = -inf:
+        // the pass rule checks both against the poisoned outputs).
+        for (sq, sk) in [(0, 5), (0, 0), (7, 0)] {
+            let p = Problem::new(dtype, 2, sq, sk, 2, 2, 64, 64);
+            cases.push(FwdCase::new(p.clone(), Layout::Bmhk));
+            cases.push(FwdCase::new(
+                p.with_dropout(0.5, 3, 4).with_bias(Dtype::F32, [false; 4]),
+                Layout::Bhmk,
+            ));
+        }
+    }
+    cases
+}
+
+#[test]
+fn empty_problems_write_nothing_or_empty_rows() {
+    check_all("fwd: empty problems", empty_problems_cases());
+
+    // The convenience call.
+    let Some(dev) = device_or_skip("fwd: empty problems through attn_host::forward") else {
+        return;
+    };
+    let stream = dev.default_stream();
+    let one = |n: usize| dev.alloc::<half::f16>(n.max(1)).expect("alloc");
+    // B = 2, Sq = 0.
+    let (q, k, v) = (one(0), one(2 * 5 * 2 * 64), one(2 * 5 * 2 * 64));
+    let opts = attn_host::FwdOptions::default();
+    let r = attn_host::forward(
+        &stream,
+        (&q, [2, 0, 2, 64]),
+        (&k, [2, 5, 2, 64]),
+        (&v, [2, 5, 2, 64]),
+        &opts,
+    );
+    assert!(r.is_ok(), "B = 2, Sq = 0: {:?}", r.err());
+    // B = 2, Sk = 0: O = 0 and lse = -inf.
+    let (q, k, v) = (one(2 * 7 * 2 * 64), one(0), one(0));
+    let (out, lse) = attn_host::forward(
+        &stream,
+        (&q, [2, 7, 2, 64]),
+        (&k, [2, 0, 2, 64]),
+        (&v, [2, 0, 2, 64]),
+        &opts,
+    )
+    .expect("B = 2, Sk = 0");
+    stream.synchronize().expect("sync");
+    let out = out.to_host(&stream).expect("out");
+    let lse = lse.to_host(&stream).expect("lse");
+    assert_eq!((out.len(), lse.len()), (2 * 7 * 2 * 64, 2 * 2 * 7));
+    assert!(out.iter().all(|x| x.to_f32() == 0.0), "O must be 0");
+    assert!(
+        lse.iter().all(|&l| l == f32::NEG_INFINITY),
+        "lse must be -inf"
+    );
+}
+
+/// Host-only (runs everywhere): every case above is valid for the reference and the harness
+/// passes it to the host API in a form `Forward::plan` accepts, with the kernel variant and the
+/// dropout-mask launch the case's features call for.
+#[test]
+fn every_gpu_case_plans_on_the_host() {
+    use attn_abi::{FwdVariant, KernelId};
+    use attn_tests::{Family, plan_fwd};
+    let all = [
+        (
+            "every_dtype_head_dim_and_mask",
+            every_dtype_head_dim_and_mask_cases(),
+        ),
+        (
+            "other_head_dims_and_d_ne_dv",
+            other_head_dims_and_d_ne_dv_cases(),
+        ),
+        (
+            "custom_scale_and_large_logits_stay_finite",
+            custom_scale_and_large_logits_stay_finite_cases(),
+        ),
+        (
+            "varlen_ragged_with_empty_sequences",
+            varlen_ragged_with_empty_sequences_cases(),
+        ),
+        (
+            "seqused_k_in_batch_and_varlen_mode",
+            seqused_k_in_batch_and_varlen_mode_cases(),
+        ),
+        (
+            "bias_broadcast_patterns_in_both_dtypes",
+            bias_broadcast_patterns_in_both_dtypes_cases(),
+        ),
+        (
+            "dropout_with_host_and_device_seeds",
+            dropout_with_host_and_device_seeds_cases(),
+        ),
+        (
+            "alibi_per_head_and_per_batch",
+            alibi_per_head_and_per_batch_cases(),
+        ),
+        (
+            "softcap_alone_and_with_bias_and_dropout",
+            softcap_alone_and_with_bias_and_dropout_cases(),
+        ),
+        ("every_feature_together", every_feature_together_cases()),
+        ("empty_problems", empty_problems_cases()),
+    ];
+    let mut n = 0;
+    for (name, cases) in all {
+        for (i, case) in cases.iter().enumerate() {
+            let p = &case.problem;
+            for family in [Family::Sm80, Family::Sm90, Family::Cdna, Family::Rdna3] {
+                let plan = plan_fwd(case, i as u64, family)
+                    .unwrap_or_else(|e| panic!("{name} case {i} {case:?} on {family:?}: {e}"));
+                let pieces = p.bias.is_some()
+                    || p.alibi.is_some()
+                    || p.softcap > 0.0
+                    || p.dropout.is_some_and(|d| d.p > 0.0);
+                let KernelId::Fwd { variant, .. } = plan.kernel else {
+                    panic!("{name} case {i}: not a forward kernel: {:?}", plan.kernel)
+                };
+                assert_eq!(variant == FwdVariant::Pieces, pieces, "{name} case {i}");
+                let mask_elems: usize = p.bias_shape().iter().product();
+                assert_eq!(
+                    plan.mask_grid.is_some(),
+                    p.dropout.is_some_and(|d| d.p > 0.0) && mask_elems > 0,
+                    "{name} case {i}"
+                );
+                assert_eq!(plan.params.batch as usize, p.nseq(), "{name} case {i}");
+            }
+            n += 1;
+        }
+    }
+    eprintln!("{n} GPU cases plan on the host");
+}
+
+/// Host-only: the reference runs the empty problems (B = 2 with no queries or no keys) and gives
+/// O = 0, lse = -inf where there are no keys.
+#[test]
+fn the_reference_handles_empty_problems() {
+    for case in empty_problems_cases() {
+        let p = &case.problem;
+        let x = attn_ref::Inputs::random(p, 1, 1.0);
+        let truth = attn_ref::forward(p, &x).expect("reference");
+        attn_ref::forward_blocked(p, &x, 64, 32).expect("blocked reference");
+        assert!(truth.out.iter().all(|&o| o == 0.0));
+        assert!(truth.lse.iter().all(|&l| l == f64::NEG_INFINITY));
+        assert_eq!(truth.lse.len(), p.lse_len());
+    }
 }
 
 mod properties {
     use super::*;
     use attn_ref::strategy::{Config, problem};
+    use attn_tests::{Family, plan_fwd};
     use proptest::prelude::*;
     use proptest::test_runner::FileFailurePersistence;
     use std::sync::OnceLock;
@@ -135,19 +589,54 @@ mod properties {
             ..ProptestConfig::default()
         })]
 
-        /// Whole random problems from `attn-ref`'s strategies (the forward kernels' features:
-        /// every mask, GQA ratio, ragged and unequal lengths, odd head dims, custom scales,
-        /// BMHK and BHMK layouts), fresh inputs per case.
+        /// Whole random problems from `attn-ref`'s strategies with every feature enabled (every
+        /// mask, GQA ratio, ragged and unequal lengths, odd head dims, custom scales, varlen with
+        /// empty sequences, `seqused_k`, broadcast bias in q's dtype or f32, ALiBi, softcap,
+        /// dropout with host or device seeds and its mask), BMHK and BHMK layouts, fresh inputs
+        /// per case.
         #[test]
         fn random_problems_match_the_reference(
-            p in problem(&Config { max_seqlen: 300, max_window: 40, ..Config::default() }.plain()),
+            p in problem(&Config { max_seqlen: 300, max_window: 40, ..Config::default() }),
             bhmk in any::<bool>(),
+            device_rng in any::<bool>(),
             seed in any::<u64>(),
         ) {
             let Some(dev) = device() else { return Ok(()) };
-            let case = FwdCase { problem: p, layout: if bhmk { Layout::Bhmk } else { Layout::Bmhk } };
+            let case = FwdCase {
+                problem: p,
+                layout: if bhmk { Layout::Bhmk } else { Layout::Bmhk },
+                device_rng,
+            };
             let o = run_fwd(dev, &case, seed).map_err(TestCaseError::fail)?;
-            prop_assert!(o.passed(), "{:?} seed {seed}:\n{}\n{}", case, o.out, o.lse);
+            prop_assert!(o.passed(), "{:?} seed {seed}:\n{}", case, o);
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            cases: 256,
+            failure_persistence: Some(Box::new(FileFailurePersistence::WithSource("regressions"))),
+            ..ProptestConfig::default()
+        })]
+
+        /// Host-only: every problem the strategies draw (all features) is passed to the host
+        /// API in a form `Forward::plan` accepts, on every tile family.
+        #[test]
+        fn random_problems_plan_on_the_host(
+            p in problem(&Config { max_seqlen: 300, max_window: 40, ..Config::default() }),
+            bhmk in any::<bool>(),
+            device_rng in any::<bool>(),
+            seed in any::<u64>(),
+        ) {
+            let case = FwdCase {
+                problem: p,
+                layout: if bhmk { Layout::Bhmk } else { Layout::Bmhk },
+                device_rng,
+            };
+            for family in [Family::Sm80, Family::Sm90, Family::Cdna, Family::Rdna3] {
+                let plan = plan_fwd(&case, seed, family).map_err(TestCaseError::fail)?;
+                prop_assert_eq!(plan.params.batch as usize, case.problem.nseq());
+            }
         }
     }
 }

@@ -35,14 +35,14 @@ fn mask_name(m: &Mask) -> String {
     }
 }
 
-/// A random problem: ragged lengths, GQA ratio, one of the masks.
-fn random_problem(rng: &mut SplitMix64, dtype: Dtype, d: usize) -> Problem {
+/// A random problem: ragged lengths, GQA ratio, one of the masks, and now and then each optional
+/// feature (varlen with empty sequences, `seqused_k`, a broadcast bias, ALiBi, softcap, dropout).
+/// Sequence lengths are at most `max_len`.
+fn random_problem(rng: &mut SplitMix64, dtype: Dtype, d: usize, max_len: usize) -> Problem {
     let pick = |rng: &mut SplitMix64, xs: &[usize]| xs[(rng.next_u64() % xs.len() as u64) as usize];
-    let sq = pick(rng, &[1, 3, 17, 55, 100, 257, 1000]);
-    let sk = pick(rng, &[1, 7, 33, 100, 129, 640, 1000]);
+    let coin = |rng: &mut SplitMix64, percent: u64| rng.next_u64() % 100 < percent;
     let hk = pick(rng, &[1, 2]);
     let hq = hk * pick(rng, &[1, 2, 3]);
-    let b = pick(rng, &[1, 2]);
     let masks = [
         Mask::None,
         Mask::Causal {
@@ -58,7 +58,96 @@ fn random_problem(rng: &mut SplitMix64, dtype: Dtype, d: usize) -> Problem {
         },
     ];
     let mask = masks[(rng.next_u64() % 4) as usize];
-    Problem::new(dtype, b, sq, sk, hq, hk, d, d).with_mask(mask)
+    let mut p = if coin(rng, 25) {
+        let n = pick(rng, &[1, 2, 3, 5]);
+        let lens: Vec<(usize, usize)> = (0..n)
+            .map(|_| {
+                let sq = pick(rng, &[0, 1, 17, 100, 257, 1000]).min(max_len);
+                let sk = pick(rng, &[0, 7, 33, 129, 640, 1000]).min(max_len);
+                (sq, sk)
+            })
+            .collect();
+        Problem::varlen(dtype, &lens, hq, hk, d, d)
+    } else {
+        let sq = pick(rng, &[1, 3, 17, 55, 100, 257, 1000]).min(max_len);
+        let sk = pick(rng, &[1, 7, 33, 100, 129, 640, 1000]).min(max_len);
+        Problem::new(dtype, pick(rng, &[1, 2]), sq, sk, hq, hk, d, d)
+    }
+    .with_mask(mask);
+    let nb = p.nseq();
+    if coin(rng, 20) {
+        let used = p
+            .seqs()
+            .iter()
+            .map(|s| (s.sk_total as u64 * (rng.next_u64() % 101) / 100) as i32)
+            .collect();
+        p = p.with_seqused_k(used);
+    }
+    if coin(rng, 25) {
+        let bias_dtype = if coin(rng, 50) { dtype } else { Dtype::F32 };
+        let broadcast = std::array::from_fn(|_| coin(rng, 40));
+        p = p.with_bias(bias_dtype, broadcast);
+    }
+    if coin(rng, 20) {
+        let per_batch = coin(rng, 50);
+        let n = if per_batch { nb * hq } else { hq };
+        let slopes = (0..n)
+            .map(|i| 2f32.powf(-8.0 * ((i % hq) + 1) as f32 / hq as f32))
+            .collect();
+        p = p.with_alibi(slopes, per_batch);
+    }
+    if coin(rng, 20) {
+        p = p.with_softcap(if coin(rng, 50) { 5.0 } else { 30.0 });
+    }
+    if coin(rng, 25) {
+        let pd = if coin(rng, 50) { 0.1 } else { 0.5 };
+        p = p.with_dropout(pd, rng.next_u64(), rng.next_u64());
+    }
+    p
+}
+
+/// A short name of the optional features of `p` for the table.
+fn features(p: &Problem, device_rng: bool) -> String {
+    let mut f = Vec::new();
+    if let Some(v) = &p.varlen {
+        f.push(format!("varlen({})", v.cu_seqlens_q.len() - 1));
+    }
+    if p.seqused_k.is_some() {
+        f.push("used_k".into());
+    }
+    if let Some(b) = &p.bias {
+        let bc: String = b
+            .broadcast
+            .iter()
+            .map(|&x| if x { '0' } else { '.' })
+            .collect();
+        f.push(format!("bias({},{bc})", b.dtype));
+    }
+    if let Some(a) = &p.alibi {
+        f.push(
+            if a.per_batch {
+                "alibi(b,h)"
+            } else {
+                "alibi(h)"
+            }
+            .into(),
+        );
+    }
+    if p.softcap > 0.0 {
+        f.push(format!("cap{}", p.softcap));
+    }
+    if let Some(d) = &p.dropout {
+        f.push(format!(
+            "drop{}{}",
+            d.p,
+            if device_rng { "(dev)" } else { "" }
+        ));
+    }
+    if f.is_empty() {
+        "-".into()
+    } else {
+        f.join(" ")
+    }
 }
 
 pub(crate) fn run(a: &Args) -> Result<bool> {
@@ -75,6 +164,7 @@ pub(crate) fn run(a: &Args) -> Result<bool> {
         "dtype",
         "D",
         "mask",
+        "features",
         "B",
         "Hq/Hk",
         "Sq",
@@ -93,11 +183,8 @@ pub(crate) fn run(a: &Args) -> Result<bool> {
     for dtype in [Dtype::F16, Dtype::Bf16, Dtype::F32] {
         for d in [64, 128] {
             for n in 0..a.cases {
-                let mut p = random_problem(&mut rng, dtype, d);
-                if dev.is_none() {
-                    p.seqlen_q = p.seqlen_q.min(257);
-                    p.seqlen_k = p.seqlen_k.min(257);
-                }
+                let max_len = if dev.is_none() { 257 } else { usize::MAX };
+                let p = random_problem(&mut rng, dtype, d, max_len);
                 let layout = if n % 2 == 0 {
                     Layout::Bmhk
                 } else {
@@ -106,6 +193,7 @@ pub(crate) fn run(a: &Args) -> Result<bool> {
                 let case = FwdCase {
                     problem: p.clone(),
                     layout,
+                    device_rng: rng.next_u64().is_multiple_of(2),
                 };
                 let outcome = match &dev {
                     Some(dev) => run_fwd(dev, &case, rng.next_u64()),
@@ -123,13 +211,14 @@ pub(crate) fn run(a: &Args) -> Result<bool> {
                 if ok {
                     pass += 1;
                 } else if let Ok(o) = &outcome {
-                    eprintln!("FAILED {p:?}\n{}\n{}", o.out, o.lse);
+                    eprintln!("FAILED {case:?}\n{o}");
                 }
                 table.add_row([
                     format!("{dtype:?}"),
                     d.to_string(),
                     mask_name(&p.mask),
-                    p.batch.to_string(),
+                    features(&p, dev.is_some() && case.device_rng),
+                    p.nseq().to_string(),
                     format!("{}/{}", p.heads_q, p.heads_k),
                     p.seqlen_q.to_string(),
                     p.seqlen_k.to_string(),
@@ -157,5 +246,6 @@ fn cpu_case(p: &Problem, seed: u64) -> Result<attn_tests::FwdOutcome, String> {
     Ok(attn_tests::FwdOutcome {
         out: attn_ref::check(&got.out, &truth.out, &base.out).named("out"),
         lse: attn_ref::check_lse(&got.lse, &truth.lse, &base.lse).named("lse"),
+        mask_mismatches: None,
     })
 }

@@ -274,6 +274,15 @@ pub struct DeviceBuffer<T> {
     _t: PhantomData<T>,
 }
 
+impl<T> std::fmt::Debug for DeviceBuffer<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeviceBuffer")
+            .field("ptr", &format_args!("{:#x}", self.ptr))
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
 impl<T: bytemuck::Pod> DeviceBuffer<T> {
     /// The device address.
     pub fn ptr(&self) -> Ptr {

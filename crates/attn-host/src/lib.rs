@@ -8,6 +8,7 @@
 //! | memory this crate owns | [`DeviceBuffer`] |
 //! | memory the caller owns | [`TensorRef`], [`LseRef`] (raw device addresses + shape + strides) |
 //! | the forward pass | [`Forward`] (builder; [`Forward::plan`] validates, `launch` runs) |
+//! | its optional features | [`Varlen`] + [`I32Ref`] (varlen, `seqused_k`), [`BiasRef`], [`AlibiRef`], softcap, [`Dropout`] + [`Philox`], [`MaskRef`] (dropout mask) |
 //! | errors | [`Error`]: `LibraryNotFound`, `Driver`, `NoDevice`, `InvalidArgument`, `Unsupported` |
 //!
 //! The kernels are prebuilt by `cargo xtask build-kernels` and embedded; the runtime libraries
@@ -41,5 +42,6 @@ pub use device::{Device, DeviceBuffer, Stream};
 pub use driver::{Api, DeviceInfo};
 pub use error::{Error, Result};
 pub use ops::{
-    Align, Forward, FwdOptions, HostElement, LseRef, Mask, Plan, TensorRef, abi_echo, forward,
+    AlibiRef, Align, BiasRef, DROPOUT_MASK_THREADS, Dropout, Forward, FwdOptions, HostElement,
+    I32Ref, LseRef, Mask, MaskRef, Philox, Plan, TensorRef, Varlen, abi_echo, forward,
 };

@@ -2,13 +2,38 @@
 //!
 //! Validation is a pure function ([`Forward::plan`]) so that every rejection is unit-tested
 //! without a GPU; nothing is launched unless it succeeds.
+//!
+//! # Optional features
+//!
+//! Besides q/k/v/out, `lse`, the scale and the mask, a [`Forward`] call can carry (semantics.md
+//! §1–§4):
+//!
+//! | builder | argument | effect |
+//! |---|---|---|
+//! | [`Forward::varlen`] / [`Forward::seqstart`] | [`Varlen`], [`I32Ref`] | packed ("group") sequences |
+//! | [`Forward::seqused_k`] | [`I32Ref`] | per-sequence used key length |
+//! | [`Forward::bias`] | [`BiasRef`] | additive bias, any strides (0 broadcasts) |
+//! | [`Forward::alibi`] | [`AlibiRef`] | ALiBi slopes `[Hq]` or `[nb, Hq]` |
+//! | [`Forward::softcap`] | `f32` | `s = cap · tanh(s / cap)` |
+//! | [`Forward::dropout`] | [`Dropout`], [`Philox`] | Philox dropout, seed on the host or the device |
+//! | [`Forward::dropout_mask`] | [`MaskRef`] | writes the u8 keep mask (the seed's `return_dropout_randval`) |
+//!
+//! Throughout, `nb` is the number of sequences (`B` in batch mode, `nseq` in varlen mode) and
+//! `max_sq` / `max_sk` are `Sq` / `Sk` in batch mode and the varlen hints in varlen mode: the bias
+//! and the dropout mask have the logical shape `[nb, Hq, max_sq, max_sk]`.
 use crate::device::{Device, DeviceBuffer, Stream};
 use crate::error::{Error, Result};
 use attn_abi::{
-    DType, FLAG_VEC16, FWD_HEAD_DIMS, FwdParams, KernArgs, KernelId, MASK_BOTTOM_RIGHT,
-    MASK_WINDOW, WINDOW_UNBOUNDED,
+    DType, FLAG_BIAS_F32, FLAG_DROPOUT, FLAG_VARLEN, FLAG_VEC16, FWD_HEAD_DIMS, FwdParams,
+    FwdVariant, KernArgs, KernelId, MASK_BOTTOM_RIGHT, MASK_WINDOW, WINDOW_UNBOUNDED,
 };
 use attn_kernels::fwd::policy::{self, Family};
+
+/// Threads per block of the [`KernelId::DropoutMask`] kernel (it uses no shared memory).
+pub const DROPOUT_MASK_THREADS: u32 = 128;
+
+/// The largest grid x / y / z extent the library launches (the y and z limit of CUDA).
+const GRID_LIMIT: usize = 65_535;
 
 /// Where the diagonal of a causal or window mask sits (semantics.md §3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,8 +63,34 @@ pub enum Mask {
     },
 }
 
+/// Element count and row-major strides of a contiguous tensor of `shape`.
+///
+/// A size-0 dimension counts as size 1 for the strides of the dimensions outside it (as in
+/// PyTorch), so an empty tensor still has distinct, non-zero strides. Strides and the count
+/// saturate instead of overflowing; [`Forward::plan`] rejects such tensors by their extent.
+fn contiguous_layout<const N: usize>(shape: [usize; N]) -> (usize, [i64; N]) {
+    let len = if shape.contains(&0) {
+        0
+    } else {
+        shape
+            .iter()
+            .try_fold(1usize, |a, &n| a.checked_mul(n))
+            .unwrap_or(usize::MAX)
+    };
+    let mut strides = [1i64; N];
+    let mut acc = 1i64;
+    for (s, &n) in strides.iter_mut().zip(shape.iter()).rev() {
+        *s = acc;
+        acc = acc.saturating_mul(i64::try_from(n.max(1)).unwrap_or(i64::MAX));
+    }
+    (len, strides)
+}
+
 /// A rank-4 tensor in device memory that the caller owns, BMHK-indexed: `[batch, seq, head,
 /// head_dim]` with element strides (the head-dim stride must be 1).
+///
+/// In varlen mode ([`Forward::varlen`]) the batch dimension is 1 and the sequence dimension holds
+/// every sequence's rows back to back: `[1, total, heads, head_dim]`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct TensorRef {
     /// Device address of element `[0, 0, 0, 0]`.
@@ -55,20 +106,22 @@ pub struct TensorRef {
 }
 
 impl TensorRef {
-    /// A contiguous BMHK tensor.
+    /// A contiguous BMHK tensor (`len` is the element count of `shape`; a size-0 dimension
+    /// counts as 1 for the strides outside it).
     pub fn contiguous(ptr: u64, dtype: DType, shape: [usize; 4]) -> Self {
-        let [_, s, h, d] = shape;
+        let (len, strides) = contiguous_layout(shape);
         TensorRef {
             ptr,
-            len: shape.iter().product(),
+            len,
             dtype,
             shape,
-            strides: [(s * h * d) as i64, (h * d) as i64, d as i64, 1],
+            strides,
         }
     }
 }
 
-/// The f32 log-sum-exp output `[batch, heads_q, seq_q]` (sequence stride 1).
+/// The f32 log-sum-exp output `[batch, heads_q, seq_q]` (sequence stride 1); in varlen mode
+/// `[1, heads_q, total_q]`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct LseRef {
     /// Device address of element `[0, 0, 0]`.
@@ -84,31 +137,160 @@ pub struct LseRef {
 impl LseRef {
     /// A contiguous `[B, Hq, Sq]` tensor.
     pub fn contiguous(ptr: u64, shape: [usize; 3]) -> Self {
+        let (len, strides) = contiguous_layout(shape);
         LseRef {
             ptr,
-            len: shape.iter().product(),
+            len,
             shape,
-            strides: [(shape[1] * shape[2]) as i64, shape[2] as i64, 1],
+            strides,
         }
     }
+}
+
+/// A device array of `i32` that the caller owns (`cu_seqlens`, `seqused_k`).
+///
+/// The host cannot read it: its values are clamped by the kernel, so malformed contents give
+/// wrong numbers, never a fault (semantics.md §7).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct I32Ref {
+    /// Device address of element 0 (non-null, 4-byte aligned).
+    pub ptr: u64,
+    /// Number of elements.
+    pub len: usize,
+}
+
+/// Varlen ("group") mode: `nseq` sequences packed along the sequence dimension.
+///
+/// q is `[1, total_q, Hq, D]`, k/v `[1, total_k, Hk, D|Dv]`, out `[1, total_q, Hq, Dv]` and lse
+/// `[1, Hq, total_q]`. Sequence `b` owns query rows `cu_seqlens_q[b] .. cu_seqlens_q[b + 1]` and
+/// key rows likewise; positions inside a sequence are local.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Varlen {
+    /// i32 `[nseq + 1]`, non-decreasing from 0 (length at least 1).
+    pub cu_seqlens_q: I32Ref,
+    /// i32 `[nseq + 1]`, non-decreasing from 0 (the same length as `cu_seqlens_q`).
+    pub cu_seqlens_k: I32Ref,
+    /// The longest query sequence, at most `total_q`. The grid covers this many rows per sequence
+    /// (rows of longer sequences are not computed), and it is the row extent of the bias and of
+    /// the dropout mask.
+    pub max_seqlen_q: usize,
+    /// The longest key sequence, at most `total_k`: the key extent of the bias and of the
+    /// dropout mask.
+    pub max_seqlen_k: usize,
+}
+
+/// An additive bias `[nb, Hq, max_sq, max_sk]` in device memory, in q's dtype or f32.
+///
+/// Any non-negative strides are allowed: a zero stride broadcasts along its dimension, and the
+/// key stride need not be 1. In varlen mode the indices are local to the sequence.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BiasRef {
+    /// Device address of element `[0, 0, 0, 0]`.
+    pub ptr: u64,
+    /// Elements addressable from `ptr`.
+    pub len: usize,
+    /// q's dtype, or [`DType::F32`].
+    pub dtype: DType,
+    /// `[nb, Hq, max_sq, max_sk]`.
+    pub shape: [usize; 4],
+    /// Element strides (0 = broadcast).
+    pub strides: [i64; 4],
+}
+
+/// Where the Philox key and counter base of [`Dropout`] come from (semantics.md §4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Philox {
+    /// Passed by value.
+    Host {
+        /// Philox key.
+        seed: u64,
+        /// Counter base: `(b, h)` uses `offset + b * Hq + h` (wrapping).
+        offset: u64,
+    },
+    /// Read by the kernel from device memory (safe to capture in a CUDA graph): the key is
+    /// `*seed_ptr` and the counter base is `offset + *offset_ptr` (wrapping).
+    Device {
+        /// Device address of the u64 seed (non-null, 8-byte aligned).
+        seed_ptr: u64,
+        /// Device address of a u64 added to `offset` (non-null, 8-byte aligned).
+        offset_ptr: u64,
+        /// Host part of the counter base.
+        offset: u64,
+    },
+}
+
+/// Dropout on the attention probabilities: each `P_ij` is kept with probability `1 - p` and kept
+/// values are multiplied by `1 / (1 - p)`; the mask is Philox4x32-10 of semantics.md §4.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Dropout {
+    /// Drop probability in `[0, 1)`; 0 disables dropout.
+    pub p: f64,
+    /// The generator's key and counter base.
+    pub rng: Philox,
+}
+
+/// The u8 keep-mask output `[nb, Hq, max_sq, max_sk]` (1 = kept), the seed's
+/// `return_dropout_randval`. The key stride must be 1 and outputs may not broadcast.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct MaskRef {
+    /// Device address of element `[0, 0, 0, 0]`.
+    pub ptr: u64,
+    /// Bytes addressable from `ptr`.
+    pub len: usize,
+    /// `[nb, Hq, max_sq, max_sk]`.
+    pub shape: [usize; 4],
+    /// Element strides; the last must be 1.
+    pub strides: [i64; 4],
+}
+
+impl MaskRef {
+    /// A contiguous mask of `shape`.
+    pub fn contiguous(ptr: u64, shape: [usize; 4]) -> Self {
+        let (len, strides) = contiguous_layout(shape);
+        MaskRef {
+            ptr,
+            len,
+            shape,
+            strides,
+        }
+    }
+}
+
+/// ALiBi slopes in device memory: f32 `[Hq]`, or `[nb, Hq]` when `per_batch`;
+/// `logit -= slope[b, h] · |i + off_b - j|` with the mask's alignment (bottom-right without mask).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AlibiRef {
+    /// Device address of the first slope (non-null, 4-byte aligned).
+    pub ptr: u64,
+    /// Number of f32 slopes at `ptr` (at least `Hq`, or `nb · Hq` when `per_batch`).
+    pub len: usize,
+    /// Whether the slopes have a leading sequence dimension.
+    pub per_batch: bool,
 }
 
 /// A launch, fully decided: which kernel, its parameters, and its grid.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Plan {
-    /// The kernel.
+    /// The forward kernel.
     pub kernel: KernelId,
-    /// Its parameters.
+    /// Its parameters (the dropout-mask kernel takes the same image).
     pub params: FwdParams,
-    /// Grid `(ceil(Sq / BLOCK_M), Hq, B)`; `None` when there is nothing to compute.
+    /// Forward grid `(ceil(max_sq / BLOCK_M), Hq, nb)`; `None` when there is nothing to compute.
     pub grid: Option<[u32; 3]>,
-    /// Threads per block.
+    /// Threads per block of the forward kernel.
     pub threads: u32,
-    /// Dynamic shared memory per block, bytes.
+    /// Dynamic shared memory per block of the forward kernel, bytes.
     pub shared_bytes: u32,
+    /// Grid of the [`KernelId::DropoutMask`] kernel, launched before the forward on the same
+    /// stream with [`DROPOUT_MASK_THREADS`] threads and no shared memory; `Some` only when a
+    /// dropout mask is requested and not empty. It is `(x, Hq, nb)` with
+    /// `x = clamp(ceil(max_sq · ceil(max_sk / 8) / 128), 1, 65535)`: each thread writes groups of
+    /// 8 keys (one Philox call), grid-striding over the `(row, group)` pairs.
+    pub mask_grid: Option<[u32; 3]>,
 }
 
-/// The forward pass `out = softmax(scale · q·kᵀ + mask) · v` (and `lse`), on caller memory.
+/// The forward pass `out = softmax(scale · q·kᵀ + mask) · v` (and `lse`), on caller memory,
+/// with the optional features of the [module docs](self).
 #[derive(Clone, Copy, Debug)]
 pub struct Forward {
     q: TensorRef,
@@ -118,6 +300,29 @@ pub struct Forward {
     lse: Option<LseRef>,
     scale: Option<f32>,
     mask: Mask,
+    varlen: Option<Varlen>,
+    seqstart: Option<(I32Ref, I32Ref)>,
+    seqused_k: Option<I32Ref>,
+    bias: Option<BiasRef>,
+    alibi: Option<AlibiRef>,
+    softcap: f32,
+    dropout: Option<Dropout>,
+    dropout_mask: Option<MaskRef>,
+}
+
+/// Checks that `ptr` is a non-null, `align`-aligned device address (`what` names the pointer).
+fn check_ptr(what: &str, ptr: u64, align: usize) -> Result<()> {
+    if ptr == 0 {
+        return Err(Error::invalid(what, "a non-null device address", "null"));
+    }
+    if !ptr.is_multiple_of(align as u64) {
+        return Err(Error::invalid(
+            what,
+            format!("{align}-byte alignment"),
+            format!("{ptr:#x}"),
+        ));
+    }
+    Ok(())
 }
 
 fn check_extent(
@@ -128,20 +333,7 @@ fn check_extent(
     shape: &[usize],
     strides: &[i64],
 ) -> Result<()> {
-    if ptr == 0 {
-        return Err(Error::invalid(
-            format!("{what}.ptr"),
-            "a non-null device address",
-            "null",
-        ));
-    }
-    if !ptr.is_multiple_of(esize as u64) {
-        return Err(Error::invalid(
-            format!("{what}.ptr"),
-            format!("{esize}-byte alignment"),
-            format!("{ptr:#x}"),
-        ));
-    }
+    check_ptr(&format!("{what}.ptr"), ptr, esize)?;
     if shape.contains(&0) {
         return Ok(());
     }
@@ -154,12 +346,16 @@ fn check_extent(
                 s,
             ));
         }
-        last += (n as i128 - 1) * s as i128;
+        // Each term is below 2^127; the sum saturates instead of overflowing.
+        last = last.saturating_add((n as i128 - 1) * s as i128);
     }
     if last >= len as i128 {
         return Err(Error::invalid(
             format!("{what}.len"),
-            format!("at least {} elements for its shape and strides", last + 1),
+            format!(
+                "at least {} elements for its shape and strides",
+                last.saturating_add(1)
+            ),
             len,
         ));
     }
@@ -174,7 +370,11 @@ fn check_extent(
 }
 
 /// Outputs must not write one element twice: a zero stride is allowed only on a size-1 dim.
+/// A tensor with a size-0 dimension has no element, so any strides are fine.
 fn check_no_broadcast(what: &str, shape: &[usize], strides: &[i64]) -> Result<()> {
+    if shape.contains(&0) {
+        return Ok(());
+    }
     for (d, (&n, &s)) in shape.iter().zip(strides).enumerate() {
         if s == 0 && n > 1 {
             return Err(Error::invalid(
@@ -192,9 +392,30 @@ pub fn head_dim_bucket(d: usize) -> Option<u32> {
     FWD_HEAD_DIMS.into_iter().find(|&b| b as usize >= d)
 }
 
+/// The dropout keep threshold `min(65536, round(p · 65536))` (semantics.md §4; the same
+/// formula as `attn_ref::dropout::threshold`).
+fn dropout_threshold(p: f64) -> u32 {
+    ((p * 65536.0).round().clamp(0.0, 65536.0)) as u32
+}
+
+/// The multiplier of kept elements, `1 / (1 - p)` computed once in f32 (the same formula as
+/// `attn_ref::dropout::rescale`).
+fn dropout_rescale(p: f64) -> f32 {
+    1.0f32 / (1.0f32 - p as f32)
+}
+
+/// The sequence structure a plan resolved: `nb` sequences of at most `max_sq` query rows and
+/// `max_sk` key rows.
+struct Seqs {
+    nb: usize,
+    max_sq: usize,
+    max_sk: usize,
+    varlen: Option<Varlen>,
+}
+
 impl Forward {
     /// A forward call on `q [B,Sq,Hq,D]`, `k [B,Sk,Hk,D]`, `v [B,Sk,Hk,Dv]` into `out [B,Sq,Hq,Dv]`,
-    /// with no mask, the default scale `1/sqrt(D)` and no `lse`.
+    /// with no mask, the default scale `1/sqrt(D)`, no `lse` and none of the optional features.
     pub fn new(q: TensorRef, k: TensorRef, v: TensorRef, out: TensorRef) -> Self {
         Forward {
             q,
@@ -204,6 +425,14 @@ impl Forward {
             lse: None,
             scale: None,
             mask: Mask::None,
+            varlen: None,
+            seqstart: None,
+            seqused_k: None,
+            bias: None,
+            alibi: None,
+            softcap: 0.0,
+            dropout: None,
+            dropout_mask: None,
         }
     }
     /// Also write the log-sum-exp.
@@ -220,6 +449,128 @@ impl Forward {
     pub fn mask(mut self, mask: Mask) -> Self {
         self.mask = mask;
         self
+    }
+    /// Varlen ("group") mode: q/k/v/out have batch 1 and hold the sequences of `varlen` back to
+    /// back; see [`Varlen`]. The grid is `(ceil(max_seqlen_q / BLOCK_M), Hq, nseq)`, and
+    /// `nseq = cu_seqlens_q.len - 1` must be at most 65535.
+    pub fn varlen(mut self, varlen: Varlen) -> Self {
+        self.varlen = Some(varlen);
+        self
+    }
+    /// The seed's other name for [`Varlen::cu_seqlens_q`] / [`Varlen::cu_seqlens_k`]
+    /// (`seqstart_q` / `seqstart_k`).
+    ///
+    /// Given together with [`Forward::varlen`], the arrays must be the same (pointer and length),
+    /// otherwise the plan fails. Given alone, it enables varlen mode with the hints
+    /// `max_seqlen_q = total_q` and `max_seqlen_k = total_k` (always valid upper bounds; the bias
+    /// and dropout mask then have those extents); use [`Forward::varlen`] for tight hints.
+    pub fn seqstart(mut self, q: I32Ref, k: I32Ref) -> Self {
+        self.seqstart = Some((q, k));
+        self
+    }
+    /// Sequence `b` uses only its first `seqused_k[b]` keys (i32 `[nb]`; KV-cache style).
+    pub fn seqused_k(mut self, seqused_k: I32Ref) -> Self {
+        self.seqused_k = Some(seqused_k);
+        self
+    }
+    /// Adds `bias[b, h, i, j]` to the scores; see [`BiasRef`].
+    pub fn bias(mut self, bias: BiasRef) -> Self {
+        self.bias = Some(bias);
+        self
+    }
+    /// ALiBi slopes; see [`AlibiRef`].
+    pub fn alibi(mut self, alibi: AlibiRef) -> Self {
+        self.alibi = Some(alibi);
+        self
+    }
+    /// Softcap `cap`: `s = cap · tanh(s / cap)` before bias and ALiBi; must be finite and `>= 0`
+    /// (0, the default, disables it).
+    pub fn softcap(mut self, cap: f32) -> Self {
+        self.softcap = cap;
+        self
+    }
+    /// Dropout; `p == 0` disables it.
+    pub fn dropout(mut self, dropout: Dropout) -> Self {
+        self.dropout = Some(dropout);
+        self
+    }
+    /// Also write the dropout keep mask (requires dropout with `p > 0`); see [`MaskRef`] and
+    /// [`Plan::mask_grid`].
+    pub fn dropout_mask(mut self, mask: MaskRef) -> Self {
+        self.dropout_mask = Some(mask);
+        self
+    }
+
+    /// Resolves batch or varlen mode (after the shapes of q/k/v/out are checked).
+    fn seqs(&self, b: usize, sq: usize, sk: usize) -> Result<Seqs> {
+        let varlen = match (self.varlen, self.seqstart) {
+            (None, None) => None,
+            (Some(v), None) => Some(v),
+            (None, Some((cq, ck))) => Some(Varlen {
+                cu_seqlens_q: cq,
+                cu_seqlens_k: ck,
+                max_seqlen_q: sq,
+                max_seqlen_k: sk,
+            }),
+            (Some(v), Some((cq, ck))) => {
+                if v.cu_seqlens_q != cq || v.cu_seqlens_k != ck {
+                    return Err(Error::invalid(
+                        "seqstart",
+                        format!(
+                            "the arrays of varlen ({:?}, {:?})",
+                            v.cu_seqlens_q, v.cu_seqlens_k
+                        ),
+                        format!("({cq:?}, {ck:?})"),
+                    ));
+                }
+                Some(v)
+            }
+        };
+        let Some(v) = varlen else {
+            return Ok(Seqs {
+                nb: b,
+                max_sq: sq,
+                max_sk: sk,
+                varlen: None,
+            });
+        };
+        if b != 1 {
+            return Err(Error::invalid("q.shape[0]", "1 in varlen mode", b));
+        }
+        let Some(nseq) = v.cu_seqlens_q.len.checked_sub(1) else {
+            return Err(Error::invalid(
+                "cu_seqlens_q.len",
+                "nseq + 1 >= 1 entries",
+                0,
+            ));
+        };
+        if v.cu_seqlens_k.len != v.cu_seqlens_q.len {
+            return Err(Error::invalid(
+                "cu_seqlens_k.len",
+                format!("{} (cu_seqlens_q.len)", v.cu_seqlens_q.len),
+                v.cu_seqlens_k.len,
+            ));
+        }
+        check_ptr("cu_seqlens_q.ptr", v.cu_seqlens_q.ptr, 4)?;
+        check_ptr("cu_seqlens_k.ptr", v.cu_seqlens_k.ptr, 4)?;
+        for (what, m, total) in [
+            ("max_seqlen_q", v.max_seqlen_q, sq),
+            ("max_seqlen_k", v.max_seqlen_k, sk),
+        ] {
+            if m > total || m > i32::MAX as usize {
+                return Err(Error::invalid(
+                    what,
+                    format!("at most the total length {total} (and 2^31 - 1)"),
+                    m,
+                ));
+            }
+        }
+        Ok(Seqs {
+            nb: nseq,
+            max_sq: v.max_seqlen_q,
+            max_sk: v.max_seqlen_k,
+            varlen: Some(v),
+        })
     }
 
     /// Validates every argument and decides the launch for a device of `family`. Pure: touches
@@ -248,6 +599,7 @@ impl Forward {
         let [b, sq, hq, d] = q.shape;
         let [_, sk, hk, _] = k.shape;
         let dv = v.shape[3];
+        let seqs = self.seqs(b, sq, sk)?;
         let expect = |name: &str, t: &TensorRef, want: [usize; 4]| {
             if t.shape == want {
                 Ok(())
@@ -285,9 +637,20 @@ impl Forward {
                 return Err(Error::unsupported(format!("{what} = {x} exceeds 2^31 - 1")));
             }
         }
-        if b > 65_535 || hq > 65_535 {
+        let Seqs {
+            nb,
+            max_sq,
+            max_sk,
+            varlen,
+        } = seqs;
+        if nb > GRID_LIMIT || hq > GRID_LIMIT {
             return Err(Error::unsupported(format!(
-                "batch {b} or heads {hq} above 65535 (grid limit)"
+                "{} {nb} or heads {hq} above 65535 (grid limit)",
+                if varlen.is_some() {
+                    "sequences"
+                } else {
+                    "batch"
+                }
             )));
         }
         let es = dtype.size();
@@ -323,7 +686,7 @@ impl Forward {
                 Some(x) => Err(Error::invalid(what, "below 2^31 - 1", x)),
             }
         };
-        let (flags, left, right) = match self.mask {
+        let (mut flags, left, right) = match self.mask {
             Mask::None => (0, WINDOW_UNBOUNDED, WINDOW_UNBOUNDED),
             Mask::Causal(a) => (MASK_WINDOW | align_flag(a), WINDOW_UNBOUNDED, 0),
             Mask::Window { left, right, align } => (
@@ -332,6 +695,139 @@ impl Forward {
                 side("mask.right", right)?,
             ),
         };
+        if varlen.is_some() {
+            flags |= FLAG_VARLEN;
+        }
+
+        // ---- seqused_k
+        if let Some(u) = &self.seqused_k {
+            check_ptr("seqused_k.ptr", u.ptr, 4)?;
+            if u.len != nb {
+                return Err(Error::invalid(
+                    "seqused_k.len",
+                    format!("{nb} (one entry per sequence)"),
+                    u.len,
+                ));
+            }
+        }
+
+        // ---- score pieces
+        let logical = [nb, hq, max_sq, max_sk];
+        let mut bias_strides = [0i64; 4];
+        if let Some(bias) = &self.bias {
+            if bias.dtype != dtype && bias.dtype != DType::F32 {
+                return Err(Error::invalid(
+                    "bias.dtype",
+                    format!("{dtype:?} (q's dtype) or F32"),
+                    format!("{:?}", bias.dtype),
+                ));
+            }
+            if bias.shape != logical {
+                return Err(Error::invalid(
+                    "bias.shape",
+                    format!("{logical:?} ([nb, Hq, max_sq, max_sk])"),
+                    format!("{:?}", bias.shape),
+                ));
+            }
+            check_extent(
+                "bias",
+                bias.ptr,
+                bias.len,
+                bias.dtype.size(),
+                &bias.shape,
+                &bias.strides,
+            )?;
+            if bias.dtype == DType::F32 {
+                flags |= FLAG_BIAS_F32;
+            }
+            bias_strides = bias.strides;
+        }
+        let mut alibi_stride = 0i64;
+        if let Some(a) = &self.alibi {
+            check_ptr("alibi.ptr", a.ptr, 4)?;
+            let need = if a.per_batch {
+                nb.saturating_mul(hq)
+            } else {
+                hq
+            };
+            if a.len < need {
+                return Err(Error::invalid(
+                    "alibi.len",
+                    format!(
+                        "at least {need} slopes ({})",
+                        if a.per_batch { "[nb, Hq]" } else { "[Hq]" }
+                    ),
+                    a.len,
+                ));
+            }
+            if a.per_batch {
+                alibi_stride = hq as i64;
+            }
+        }
+        let cap = self.softcap;
+        if !(cap.is_finite() && cap >= 0.0) {
+            return Err(Error::invalid("softcap", "finite and >= 0", cap));
+        }
+        let cap = if cap == 0.0 { 0.0 } else { cap }; // -0.0 → 0.0
+
+        // ---- dropout
+        let (mut threshold, mut rescale) = (0u32, 1.0f32);
+        let (mut seed, mut offset, mut seed_ptr, mut offset_ptr) = (0u64, 0u64, 0u64, 0u64);
+        let mut dropout_on = false;
+        if let Some(dr) = &self.dropout {
+            if !(dr.p >= 0.0 && dr.p < 1.0) {
+                return Err(Error::invalid("dropout.p", "in [0, 1)", dr.p));
+            }
+            match dr.rng {
+                Philox::Host { seed: s, offset: o } => (seed, offset) = (s, o),
+                Philox::Device {
+                    seed_ptr: sp,
+                    offset_ptr: op,
+                    offset: o,
+                } => {
+                    check_ptr("dropout.seed_ptr", sp, 8)?;
+                    check_ptr("dropout.offset_ptr", op, 8)?;
+                    (seed_ptr, offset_ptr, offset) = (sp, op, o);
+                }
+            }
+            if dr.p > 0.0 {
+                dropout_on = true;
+                flags |= FLAG_DROPOUT;
+                threshold = dropout_threshold(dr.p);
+                rescale = dropout_rescale(dr.p);
+            }
+        }
+        let mut randval_strides = [0i64; 3];
+        if let Some(m) = &self.dropout_mask {
+            if !dropout_on {
+                return Err(Error::invalid(
+                    "dropout_mask",
+                    "dropout with p > 0",
+                    match &self.dropout {
+                        None => "no dropout".to_string(),
+                        Some(dr) => format!("p = {}", dr.p),
+                    },
+                ));
+            }
+            if m.shape != logical {
+                return Err(Error::invalid(
+                    "dropout_mask.shape",
+                    format!("{logical:?} ([nb, Hq, max_sq, max_sk])"),
+                    format!("{:?}", m.shape),
+                ));
+            }
+            if m.strides[3] != 1 {
+                return Err(Error::invalid(
+                    "dropout_mask.strides[3]",
+                    "1 (contiguous keys)",
+                    m.strides[3],
+                ));
+            }
+            check_extent("dropout_mask", m.ptr, m.len, 1, &m.shape, &m.strides)?;
+            check_no_broadcast("dropout_mask", &m.shape, &m.strides)?;
+            randval_strides = [m.strides[0], m.strides[1], m.strides[2]];
+        }
+
         let bucket =
             head_dim_bucket(d.max(dv)).ok_or_else(|| Error::unsupported("head dim above 256"))?;
         let tile = policy::fwd_tile(family, dtype, bucket as usize);
@@ -342,10 +838,13 @@ impl Forward {
                     .iter()
                     .all(|&s| (s as i128 * es as i128) % 16 == 0)
         };
-        let vec16 = if [q, k, v].into_iter().all(rows_aligned) {
-            FLAG_VEC16
+        if [q, k, v].into_iter().all(rows_aligned) {
+            flags |= FLAG_VEC16;
+        }
+        let variant = if self.bias.is_some() || self.alibi.is_some() || cap > 0.0 || dropout_on {
+            FwdVariant::Pieces
         } else {
-            0
+            FwdVariant::Plain
         };
         let params = FwdParams {
             q: q.ptr,
@@ -358,7 +857,8 @@ impl Forward {
             v_strides: [v.strides[0], v.strides[1], v.strides[2]],
             o_strides: [o.strides[0], o.strides[1], o.strides[2]],
             lse_strides,
-            batch: b as u32,
+            // nb, hq <= 65535 and every length <= 2^31 - 1 (checked above).
+            batch: nb as u32,
             heads_q: hq as u32,
             heads_k: hk as u32,
             seqlen_q: sq as u32,
@@ -368,28 +868,62 @@ impl Forward {
             scale_log2: scale * std::f32::consts::LOG2_E,
             window_left: left,
             window_right: right,
-            flags: flags | vec16,
+            flags,
             _pad: 0,
+            cu_seqlens_q: varlen.map_or(0, |v| v.cu_seqlens_q.ptr),
+            cu_seqlens_k: varlen.map_or(0, |v| v.cu_seqlens_k.ptr),
+            seqused_k: self.seqused_k.map_or(0, |u| u.ptr),
+            max_seqlen_q: max_sq as u32,
+            max_seqlen_k: max_sk as u32,
+            bias: self.bias.map_or(0, |b| b.ptr),
+            bias_strides,
+            alibi: self.alibi.map_or(0, |a| a.ptr),
+            alibi_stride,
+            softcap: cap,
+            dropout_threshold: threshold,
+            dropout_rescale: rescale,
+            _pad2: 0,
+            seed,
+            offset,
+            seed_ptr,
+            offset_ptr,
+            randval: self.dropout_mask.map_or(0, |m| m.ptr),
+            randval_strides,
         };
-        let grid = (b > 0 && sq > 0 && hq > 0)
-            .then(|| [sq.div_ceil(tile.block_m) as u32, hq as u32, b as u32]);
+        let grid = (nb > 0 && max_sq > 0 && hq > 0)
+            .then(|| [max_sq.div_ceil(tile.block_m) as u32, hq as u32, nb as u32]);
+        let mask_grid = self
+            .dropout_mask
+            .filter(|_| nb > 0 && hq > 0 && max_sq > 0 && max_sk > 0)
+            .map(|_| {
+                let groups = (max_sq as u128) * (max_sk as u128).div_ceil(8);
+                let x = groups
+                    .div_ceil(DROPOUT_MASK_THREADS as u128)
+                    .clamp(1, GRID_LIMIT as u128);
+                [x as u32, hq as u32, nb as u32]
+            });
         Ok(Plan {
             kernel: KernelId::Fwd {
                 dtype,
                 head_dim: bucket,
+                variant,
             },
             params,
             grid,
             threads: policy::THREADS,
             shared_bytes: policy::smem_bytes(family, dtype, bucket as usize) as u32,
+            mask_grid,
         })
     }
 
-    /// Validates and launches on `stream` (asynchronous).
+    /// Validates and launches on `stream` (asynchronous): the dropout-mask kernel first when a
+    /// mask is requested, then the forward kernel. Nothing is launched for an empty problem.
     ///
     /// # Safety
     /// Every `ptr` must be device memory of `stream`'s device, valid for `len` elements for the
-    /// duration of the kernel, and `out`/`lse` must not overlap the inputs.
+    /// duration of the kernels, and `out`/`lse`/`dropout_mask` must not overlap the inputs or each
+    /// other. The device arrays (`cu_seqlens`, `seqused_k`) may hold any values: the kernels
+    /// clamp them.
     pub unsafe fn launch(&self, stream: &Stream) -> Result<()> {
         // The tiles are those of the code object actually loaded (not of the device name: a
         // newer GPU may be running the sm_80 PTX).
@@ -398,8 +932,22 @@ impl Forward {
             Error::unsupported(format!("no tile policy for code object {target}"))
         })?;
         let plan = self.plan(family)?;
-        let Some(grid) = plan.grid else { return Ok(()) };
         let args = KernArgs::new(&plan.params);
+        if let Some(grid) = plan.mask_grid {
+            // SAFETY: as below; the mask kernel writes only the mask, whose extent the plan
+            // checked.
+            unsafe {
+                stream.device().launch(
+                    KernelId::DropoutMask,
+                    grid,
+                    DROPOUT_MASK_THREADS,
+                    0,
+                    stream,
+                    &args,
+                )?;
+            }
+        }
+        let Some(grid) = plan.grid else { return Ok(()) };
         // SAFETY: the plan checked every extent against `len`; the caller vouches that the
         // addresses are valid device memory (this function's contract).
         unsafe {
@@ -424,11 +972,19 @@ fn align_flag(a: Align) -> u32 {
 
 /// Options of the convenience [`forward`] call.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct FwdOptions {
+pub struct FwdOptions<'a> {
     /// Softmax scale (default `1/sqrt(D)`).
     pub scale: Option<f32>,
     /// Mask.
     pub mask: Mask,
+    /// Softcap `cap` (0 = off); see [`Forward::softcap`].
+    pub softcap: f32,
+    /// Dropout; see [`Forward::dropout`].
+    pub dropout: Option<Dropout>,
+    /// ALiBi slopes: `[Hq]`, or `[B, Hq]` with `alibi_per_batch`.
+    pub alibi: Option<&'a DeviceBuffer<f32>>,
+    /// Whether `alibi` holds `[B, Hq]` slopes.
+    pub alibi_per_batch: bool,
 }
 
 /// Host element types with a device counterpart: `half::f16`, `half::bf16`, `f32`.
@@ -454,19 +1010,27 @@ fn tensor_ref<T: HostElement>(buf: &DeviceBuffer<T>, shape: [usize; 4]) -> Tenso
 }
 
 /// Convenience forward on owned, contiguous BMHK buffers; allocates and returns `out`
-/// `[B, Sq, Hq, Dv]` and `lse` `[B, Hq, Sq]`. Shapes are checked against the buffers.
+/// `[B, Sq, Hq, Dv]` and `lse` `[B, Hq, Sq]`. Shapes are checked against the buffers. An empty
+/// problem returns (one-element) buffers and launches nothing.
 pub fn forward<T: HostElement>(
     stream: &Stream,
     q: (&DeviceBuffer<T>, [usize; 4]),
     k: (&DeviceBuffer<T>, [usize; 4]),
     v: (&DeviceBuffer<T>, [usize; 4]),
-    opts: &FwdOptions,
+    opts: &FwdOptions<'_>,
 ) -> Result<(DeviceBuffer<T>, DeviceBuffer<f32>)> {
     let dev: &Device = stream.device();
     let [b, sq, hq, _] = q.1;
     let dv = v.1[3];
-    let out = dev.alloc::<T>((b * sq * hq * dv).max(1))?;
-    let lse = dev.alloc::<f32>((b * hq * sq).max(1))?;
+    let count = |what: &str, dims: &[usize]| {
+        dims.iter()
+            .try_fold(1usize, |a, &n| a.checked_mul(n))
+            .ok_or_else(|| Error::invalid(what, "a size that fits in memory", format!("{dims:?}")))
+    };
+    let out_len = count("out", &[b, sq, hq, dv])?;
+    let lse_len = count("lse", &[b, hq, sq])?;
+    let out = dev.alloc::<T>(out_len.max(1))?;
+    let lse = dev.alloc::<f32>(lse_len.max(1))?;
     let mut call = Forward::new(
         tensor_ref(q.0, q.1),
         tensor_ref(k.0, k.1),
@@ -477,9 +1041,20 @@ pub fn forward<T: HostElement>(
         len: lse.len(),
         ..LseRef::contiguous(lse.ptr(), [b, hq, sq])
     })
-    .mask(opts.mask);
+    .mask(opts.mask)
+    .softcap(opts.softcap);
     if let Some(s) = opts.scale {
         call = call.scale(s);
+    }
+    if let Some(d) = opts.dropout {
+        call = call.dropout(d);
+    }
+    if let Some(slopes) = opts.alibi {
+        call = call.alibi(AlibiRef {
+            ptr: slopes.ptr(),
+            len: slopes.len(),
+            per_batch: opts.alibi_per_batch,
+        });
     }
     // SAFETY: every buffer is a live allocation of this crate on this device whose `len` the
     // plan checks against its shape; `out` and `lse` are fresh.
@@ -531,6 +1106,64 @@ mod tests {
         .lse(LseRef::contiguous(0x400000, [B, HQ, SQ]))
     }
 
+    // Varlen: 3 sequences, total_q = 40 (longest 20), total_k = 70 (longest 30).
+    const NSEQ: usize = 3;
+    const TQ: usize = 40;
+    const TK: usize = 70;
+    const MQ: usize = 20;
+    const MK: usize = 30;
+
+    fn cu(q: u64, k: u64) -> Varlen {
+        Varlen {
+            cu_seqlens_q: I32Ref {
+                ptr: q,
+                len: NSEQ + 1,
+            },
+            cu_seqlens_k: I32Ref {
+                ptr: k,
+                len: NSEQ + 1,
+            },
+            max_seqlen_q: MQ,
+            max_seqlen_k: MK,
+        }
+    }
+
+    fn good_varlen(dtype: DType) -> Forward {
+        Forward::new(
+            t(0x1000, dtype, [1, TQ, HQ, D]),
+            t(0x100000, dtype, [1, TK, HK, D]),
+            t(0x200000, dtype, [1, TK, HK, D]),
+            t(0x300000, dtype, [1, TQ, HQ, D]),
+        )
+        .lse(LseRef::contiguous(0x400000, [1, HQ, TQ]))
+        .varlen(cu(0x500000, 0x500100))
+    }
+
+    fn host_dropout(p: f64) -> Dropout {
+        Dropout {
+            p,
+            rng: Philox::Host {
+                seed: 0x1234_5678_9abc_def0,
+                offset: 77,
+            },
+        }
+    }
+
+    fn bias(dtype: DType, shape: [usize; 4]) -> BiasRef {
+        let (len, strides) = contiguous_layout(shape);
+        BiasRef {
+            ptr: 0x800000,
+            len,
+            dtype,
+            shape,
+            strides,
+        }
+    }
+
+    fn ok(f: &Forward) -> Plan {
+        f.plan(Family::Sm80).unwrap()
+    }
+
     fn invalid_what(f: &Forward) -> String {
         match f.plan(Family::Sm80) {
             Err(Error::InvalidArgument { what, .. }) => what,
@@ -546,21 +1179,24 @@ mod tests {
         );
     }
 
+    fn block_m(dtype: DType, d: usize) -> usize {
+        policy::fwd_tile(Family::Sm80, dtype, d).block_m
+    }
+
     #[test]
     fn a_valid_call_plans_the_right_kernel_and_grid() {
-        let p = good(DType::Bf16)
-            .mask(Mask::Causal(Align::BottomRight))
-            .plan(Family::Sm80)
-            .unwrap();
+        let p = ok(&good(DType::Bf16).mask(Mask::Causal(Align::BottomRight)));
         assert_eq!(
             p.kernel,
             KernelId::Fwd {
                 dtype: DType::Bf16,
-                head_dim: 64
+                head_dim: 64,
+                variant: FwdVariant::Plain,
             }
         );
-        let bm = policy::fwd_tile(Family::Sm80, DType::Bf16, 64).block_m;
+        let bm = block_m(DType::Bf16, 64);
         assert_eq!(p.grid, Some([SQ.div_ceil(bm) as u32, HQ as u32, B as u32]));
+        assert_eq!(p.mask_grid, None);
         assert_eq!(p.params.flags, MASK_WINDOW | MASK_BOTTOM_RIGHT | FLAG_VEC16);
         assert_eq!(
             p.shared_bytes as usize,
@@ -570,6 +1206,26 @@ mod tests {
         assert_eq!(p.params.window_left, WINDOW_UNBOUNDED);
         assert!((p.params.scale_log2 - std::f32::consts::LOG2_E / 8.0).abs() < 1e-7);
         assert_eq!(p.params.lse_strides, [(HQ * SQ) as i64, SQ as i64]);
+        // Batch mode: the max lengths are Sq / Sk, and no optional feature is on.
+        assert_eq!(
+            (p.params.max_seqlen_q, p.params.max_seqlen_k),
+            (SQ as u32, SK as u32)
+        );
+        assert_eq!(p.params.batch, B as u32);
+        assert_eq!(
+            (
+                p.params.cu_seqlens_q,
+                p.params.cu_seqlens_k,
+                p.params.seqused_k
+            ),
+            (0, 0, 0)
+        );
+        assert_eq!((p.params.bias, p.params.alibi, p.params.randval), (0, 0, 0));
+        assert_eq!(p.params.softcap, 0.0);
+        assert_eq!(
+            (p.params.dropout_threshold, p.params.dropout_rescale),
+            (0, 1.0)
+        );
     }
 
     #[test]
@@ -608,12 +1264,13 @@ mod tests {
             t(0x200000, DType::F16, [1, 7, 2, 96]),
             t(0x300000, DType::F16, [1, 5, 2, 96]),
         );
-        let p = f.plan(Family::Sm80).unwrap();
+        let p = ok(&f);
         assert_eq!(
             p.kernel,
             KernelId::Fwd {
                 dtype: DType::F16,
-                head_dim: 128
+                head_dim: 128,
+                variant: FwdVariant::Plain,
             }
         );
         assert_eq!((p.params.head_dim, p.params.head_dim_v), (32, 96));
@@ -688,11 +1345,217 @@ mod tests {
     }
 
     #[test]
+    fn every_bad_feature_argument_is_a_typed_error() {
+        let g = || good(DType::F16);
+        let shape = [B, HQ, SQ, SK];
+
+        // Dropout probability.
+        for p in [-0.1, 1.0, 1.5, f64::NAN, f64::INFINITY] {
+            assert_eq!(
+                invalid_what(&g().dropout(host_dropout(p))),
+                "dropout.p",
+                "{p}"
+            );
+        }
+        // Device seed / offset pointers: null or misaligned.
+        for (seed_ptr, offset_ptr, what) in [
+            (0, 0x9000, "dropout.seed_ptr"),
+            (0x9004, 0x9000, "dropout.seed_ptr"),
+            (0x9000, 0, "dropout.offset_ptr"),
+            (0x9000, 0x9001, "dropout.offset_ptr"),
+        ] {
+            let d = Dropout {
+                p: 0.2,
+                rng: Philox::Device {
+                    seed_ptr,
+                    offset_ptr,
+                    offset: 0,
+                },
+            };
+            assert_eq!(invalid_what(&g().dropout(d)), what);
+        }
+
+        // Bias: dtype, shape, extent, negative stride, null pointer.
+        assert_eq!(
+            invalid_what(&g().bias(bias(DType::Bf16, shape))),
+            "bias.dtype"
+        );
+        assert_eq!(
+            invalid_what(&g().bias(bias(DType::F16, [B, HQ, SK, SQ]))),
+            "bias.shape"
+        );
+        assert_eq!(
+            invalid_what(&g().bias(bias(DType::F32, [1, HQ, SQ, SK]))),
+            "bias.shape"
+        );
+        let mut b = bias(DType::F16, shape);
+        b.len -= 1;
+        assert_eq!(invalid_what(&g().bias(b)), "bias.len");
+        let mut b = bias(DType::F32, shape);
+        b.strides[3] = 2; // non-unit key stride: allowed, but needs twice the memory
+        assert_eq!(invalid_what(&g().bias(b)), "bias.len");
+        let mut b = bias(DType::F32, shape);
+        b.strides[2] = -1;
+        assert_eq!(invalid_what(&g().bias(b)), "bias.strides[2]");
+        let mut b = bias(DType::F32, shape);
+        b.ptr = 0x800002;
+        assert_eq!(invalid_what(&g().bias(b)), "bias.ptr");
+
+        // Varlen.
+        let v = || good_varlen(DType::F16);
+        let mut f = v();
+        f.varlen = Some(Varlen {
+            cu_seqlens_q: I32Ref {
+                ptr: 0x500000,
+                len: 0,
+            },
+            ..cu(0x500000, 0x500100)
+        });
+        assert_eq!(invalid_what(&f), "cu_seqlens_q.len");
+        let mut f = v();
+        f.varlen = Some(Varlen {
+            cu_seqlens_k: I32Ref {
+                ptr: 0x500100,
+                len: NSEQ,
+            },
+            ..cu(0x500000, 0x500100)
+        });
+        assert_eq!(invalid_what(&f), "cu_seqlens_k.len");
+        let mut f = v();
+        f.varlen = Some(cu(0, 0x500100));
+        assert_eq!(invalid_what(&f), "cu_seqlens_q.ptr");
+        let mut f = v();
+        f.varlen = Some(cu(0x500000, 0x500102));
+        assert_eq!(invalid_what(&f), "cu_seqlens_k.ptr");
+        let mut f = v();
+        f.varlen = Some(Varlen {
+            max_seqlen_q: TQ + 1,
+            ..cu(0x500000, 0x500100)
+        });
+        assert_eq!(invalid_what(&f), "max_seqlen_q");
+        let mut f = v();
+        f.varlen = Some(Varlen {
+            max_seqlen_k: usize::MAX,
+            ..cu(0x500000, 0x500100)
+        });
+        assert_eq!(invalid_what(&f), "max_seqlen_k");
+        // seqstart must name the same arrays as varlen.
+        let c = cu(0x500000, 0x500100);
+        let f = v().seqstart(
+            c.cu_seqlens_q,
+            I32Ref {
+                ptr: 0x600000,
+                len: NSEQ + 1,
+            },
+        );
+        assert_eq!(invalid_what(&f), "seqstart");
+        let f = v().seqstart(
+            I32Ref {
+                len: NSEQ,
+                ..c.cu_seqlens_q
+            },
+            c.cu_seqlens_k,
+        );
+        assert_eq!(invalid_what(&f), "seqstart");
+        // Varlen needs batch 1 (q is checked first, then k/v/out against it).
+        let f = g().varlen(cu(0x500000, 0x500100));
+        assert_eq!(invalid_what(&f), "q.shape[0]");
+        let mut f = v();
+        f.k.shape[0] = 2;
+        assert_eq!(invalid_what(&f), "k.shape");
+
+        // seqused_k: one entry per sequence (B in batch mode, nseq in varlen), non-null.
+        let used = |len| I32Ref { ptr: 0x700000, len };
+        assert_eq!(invalid_what(&g().seqused_k(used(B + 1))), "seqused_k.len");
+        assert_eq!(invalid_what(&g().seqused_k(used(B - 1))), "seqused_k.len");
+        assert_eq!(
+            invalid_what(&v().seqused_k(used(NSEQ + 1))),
+            "seqused_k.len"
+        );
+        assert_eq!(invalid_what(&v().seqused_k(used(B))), "seqused_k.len");
+        assert_eq!(
+            invalid_what(&g().seqused_k(I32Ref { ptr: 0, len: B })),
+            "seqused_k.ptr"
+        );
+
+        // ALiBi: too few slopes in either layout, bad pointer.
+        let slopes = |len, per_batch| AlibiRef {
+            ptr: 0x900000,
+            len,
+            per_batch,
+        };
+        assert_eq!(invalid_what(&g().alibi(slopes(HQ - 1, false))), "alibi.len");
+        assert_eq!(invalid_what(&g().alibi(slopes(HQ, true))), "alibi.len");
+        assert_eq!(
+            invalid_what(&g().alibi(slopes(B * HQ - 1, true))),
+            "alibi.len"
+        );
+        assert_eq!(
+            invalid_what(&v().alibi(slopes(NSEQ * HQ - 1, true))),
+            "alibi.len"
+        );
+        assert_eq!(
+            invalid_what(&g().alibi(AlibiRef {
+                ptr: 0,
+                len: HQ,
+                per_batch: false
+            })),
+            "alibi.ptr"
+        );
+        assert_eq!(
+            invalid_what(&g().alibi(AlibiRef {
+                ptr: 0x900002,
+                len: HQ,
+                per_batch: false
+            })),
+            "alibi.ptr"
+        );
+
+        // Softcap.
+        for cap in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, -1.0, -1e-30] {
+            assert_eq!(invalid_what(&g().softcap(cap)), "softcap", "{cap}");
+        }
+
+        // Dropout mask: needs dropout with p > 0, the logical shape, unit key stride, room,
+        // no broadcast.
+        let m = MaskRef::contiguous(0xa00000, shape);
+        assert_eq!(invalid_what(&g().dropout_mask(m)), "dropout_mask");
+        assert_eq!(
+            invalid_what(&g().dropout(host_dropout(0.0)).dropout_mask(m)),
+            "dropout_mask"
+        );
+        let d = || g().dropout(host_dropout(0.25));
+        let mut small = m;
+        small.len -= 1;
+        assert_eq!(invalid_what(&d().dropout_mask(small)), "dropout_mask.len");
+        let mut s3 = m;
+        s3.strides[3] = 2;
+        assert_eq!(
+            invalid_what(&d().dropout_mask(s3)),
+            "dropout_mask.strides[3]"
+        );
+        let mut bc = m;
+        bc.strides[1] = 0;
+        assert_eq!(
+            invalid_what(&d().dropout_mask(bc)),
+            "dropout_mask.strides[1]"
+        );
+        assert_eq!(
+            invalid_what(&d().dropout_mask(MaskRef::contiguous(0xa00000, [B, HQ, SQ, SK + 1]))),
+            "dropout_mask.shape"
+        );
+        assert_eq!(
+            invalid_what(&d().dropout_mask(MaskRef::contiguous(0, shape))),
+            "dropout_mask.ptr"
+        );
+    }
+
+    #[test]
     fn strided_views_are_accepted_when_they_fit() {
         // A BHMK view (heads outer, sequence inner) of the same memory.
         let mut f = good(DType::F32);
         f.q.strides = [(HQ * SQ * D) as i64, D as i64, (SQ * D) as i64, 1];
-        let p = f.plan(Family::Sm80).unwrap();
+        let p = ok(&f);
         assert_eq!(
             p.params.q_strides,
             [(HQ * SQ * D) as i64, D as i64, (SQ * D) as i64]
@@ -700,7 +1563,7 @@ mod tests {
         // Broadcast (zero-stride) inputs are fine.
         let mut f = good(DType::F32);
         f.k.strides[0] = 0;
-        f.plan(Family::Sm80).unwrap();
+        ok(&f);
     }
 
     #[test]
@@ -716,14 +1579,515 @@ mod tests {
         assert_eq!(f.plan(Family::Cdna).unwrap().params.flags & FLAG_VEC16, 0);
     }
 
+    /// A contiguous problem of the given sizes with lse.
+    fn sized(b: usize, sq: usize, sk: usize, hq: usize, hk: usize) -> Forward {
+        let dt = DType::F16;
+        Forward::new(
+            t(0x1000, dt, [b, sq, hq, 64]),
+            t(0x100000, dt, [b, sk, hk, 64]),
+            t(0x200000, dt, [b, sk, hk, 64]),
+            t(0x300000, dt, [b, sq, hq, 64]),
+        )
+        .lse(LseRef::contiguous(0x400000, [b, hq, sq]))
+    }
+
     #[test]
     fn empty_problems_launch_nothing() {
+        for (b, sq, sk, hq, hk) in [
+            (0, 5, 7, 2, 2),
+            (2, 0, 7, 2, 2),
+            (3, 0, 0, 4, 2),
+            (2, 5, 7, 0, 1),
+        ] {
+            let f = sized(b, sq, sk, hq, hk);
+            let p = f
+                .plan(Family::Sm80)
+                .unwrap_or_else(|e| panic!("{:?}: {e}", (b, sq, sk, hq, hk)));
+            assert_eq!(p.grid, None, "{:?}", (b, sq, sk, hq, hk));
+            // With every optional output too.
+            let f = f
+                .dropout(host_dropout(0.5))
+                .dropout_mask(MaskRef::contiguous(0xa00000, [b, hq, sq, sk]))
+                .bias(bias(DType::F32, [b, hq, sq, sk]));
+            let p = ok(&f);
+            assert_eq!((p.grid, p.mask_grid), (None, None));
+        }
+        // Sk = 0 with queries: the kernel runs (it writes O = 0, lse = -inf); the mask is empty.
+        let f = sized(2, 5, 0, 2, 2)
+            .dropout(host_dropout(0.5))
+            .dropout_mask(MaskRef::contiguous(0xa00000, [2, 2, 5, 0]));
+        let p = ok(&f);
+        assert!(p.grid.is_some());
+        assert_eq!(p.mask_grid, None);
+        // Varlen with no sequence.
         let f = Forward::new(
-            t(0x1000, DType::F16, [0, 5, 2, 64]),
-            t(0x100000, DType::F16, [0, 7, 2, 64]),
-            t(0x200000, DType::F16, [0, 7, 2, 64]),
-            t(0x300000, DType::F16, [0, 5, 2, 64]),
+            t(0x1000, DType::F16, [1, 0, 2, 64]),
+            t(0x100000, DType::F16, [1, 0, 2, 64]),
+            t(0x200000, DType::F16, [1, 0, 2, 64]),
+            t(0x300000, DType::F16, [1, 0, 2, 64]),
+        )
+        .varlen(Varlen {
+            cu_seqlens_q: I32Ref {
+                ptr: 0x500000,
+                len: 1,
+            },
+            cu_seqlens_k: I32Ref {
+                ptr: 0x500100,
+                len: 1,
+            },
+            max_seqlen_q: 0,
+            max_seqlen_k: 0,
+        });
+        let p = ok(&f);
+        assert_eq!((p.grid, p.params.batch), (None, 0));
+    }
+
+    #[test]
+    fn contiguous_strides_are_sane_for_empty_and_huge_shapes() {
+        assert_eq!(
+            TensorRef::contiguous(0x1000, DType::F16, [2, 0, 4, 64]).strides,
+            [256, 256, 64, 1]
         );
-        assert_eq!(f.plan(Family::Sm80).unwrap().grid, None);
+        assert_eq!(
+            TensorRef::contiguous(0x1000, DType::F16, [2, 0, 4, 64]).len,
+            0
+        );
+        assert_eq!(LseRef::contiguous(0x1000, [2, 4, 0]).strides, [4, 1, 1]);
+        assert_eq!(
+            MaskRef::contiguous(0x1000, [2, 3, 5, 7]).strides,
+            [105, 35, 7, 1]
+        );
+        // Absurd shapes saturate instead of overflowing, and the plan rejects them.
+        let huge = TensorRef::contiguous(0x1000, DType::F16, [usize::MAX, usize::MAX, 1, 8]);
+        assert_eq!(huge.len, usize::MAX);
+        let f = Forward::new(huge, huge, huge, huge);
+        assert!(f.plan(Family::Sm80).is_err());
+        let big = [65_535, i32::MAX as usize, 1, 8];
+        let f = Forward::new(
+            t(0x1000, DType::F16, big),
+            t(0x1000, DType::F16, big),
+            t(0x1000, DType::F16, big),
+            t(0x1000, DType::F16, big),
+        )
+        .dropout(host_dropout(0.5))
+        .dropout_mask(MaskRef::contiguous(
+            0x1000,
+            [65_535, 1, i32::MAX as usize, i32::MAX as usize],
+        ))
+        .bias(bias(
+            DType::F32,
+            [65_535, 1, i32::MAX as usize, i32::MAX as usize],
+        ));
+        assert!(f.plan(Family::Sm80).is_err());
+    }
+
+    #[test]
+    fn varlen_plans_sequences_on_the_grid_z() {
+        let p = ok(&good_varlen(DType::Bf16).mask(Mask::Causal(Align::TopLeft)));
+        let bm = block_m(DType::Bf16, 64);
+        assert_eq!(
+            p.grid,
+            Some([MQ.div_ceil(bm) as u32, HQ as u32, NSEQ as u32])
+        );
+        let q = &p.params;
+        assert_eq!(q.flags, MASK_WINDOW | FLAG_VARLEN | FLAG_VEC16);
+        assert_eq!((q.cu_seqlens_q, q.cu_seqlens_k), (0x500000, 0x500100));
+        assert_eq!(q.batch, NSEQ as u32);
+        assert_eq!((q.seqlen_q, q.seqlen_k), (TQ as u32, TK as u32));
+        assert_eq!((q.max_seqlen_q, q.max_seqlen_k), (MQ as u32, MK as u32));
+        assert_eq!(q.lse_strides, [(HQ * TQ) as i64, TQ as i64]);
+        assert_eq!(
+            p.kernel,
+            KernelId::Fwd {
+                dtype: DType::Bf16,
+                head_dim: 64,
+                variant: FwdVariant::Plain
+            }
+        );
+    }
+
+    #[test]
+    fn seqstart_is_the_same_arrays_as_varlen() {
+        let c = cu(0x500000, 0x500100);
+        // Equal to varlen's arrays: the same plan.
+        let with = ok(&good_varlen(DType::F16).seqstart(c.cu_seqlens_q, c.cu_seqlens_k));
+        assert_eq!(with, ok(&good_varlen(DType::F16)));
+        // Alone: varlen with the totals as hints.
+        let mut f = good_varlen(DType::F16);
+        f.varlen = None;
+        let p = ok(&f.seqstart(c.cu_seqlens_q, c.cu_seqlens_k));
+        assert_ne!(p.params.flags & FLAG_VARLEN, 0);
+        assert_eq!(
+            (p.params.cu_seqlens_q, p.params.cu_seqlens_k),
+            (0x500000, 0x500100)
+        );
+        assert_eq!(
+            (p.params.max_seqlen_q, p.params.max_seqlen_k),
+            (TQ as u32, TK as u32)
+        );
+        let bm = block_m(DType::F16, 64);
+        assert_eq!(
+            p.grid,
+            Some([TQ.div_ceil(bm) as u32, HQ as u32, NSEQ as u32])
+        );
+    }
+
+    #[test]
+    fn too_many_sequences_are_unsupported() {
+        let mut f = good_varlen(DType::F16);
+        f.varlen = Some(Varlen {
+            cu_seqlens_q: I32Ref {
+                ptr: 0x500000,
+                len: 65_537,
+            },
+            cu_seqlens_k: I32Ref {
+                ptr: 0x600000,
+                len: 65_537,
+            },
+            ..cu(0, 0)
+        });
+        unsupported(&f);
+        f.varlen = Some(Varlen {
+            cu_seqlens_q: I32Ref {
+                ptr: 0x500000,
+                len: 65_536,
+            },
+            cu_seqlens_k: I32Ref {
+                ptr: 0x600000,
+                len: 65_536,
+            },
+            ..cu(0, 0)
+        });
+        assert_eq!(ok(&f).grid.map(|g| g[2]), Some(65_535));
+    }
+
+    #[test]
+    fn seqused_k_takes_one_entry_per_sequence() {
+        let p = ok(&good(DType::F16).seqused_k(I32Ref {
+            ptr: 0x700000,
+            len: B,
+        }));
+        assert_eq!(p.params.seqused_k, 0x700000);
+        assert_eq!(p.params.flags & FLAG_VARLEN, 0);
+        let p = ok(&good_varlen(DType::F16).seqused_k(I32Ref {
+            ptr: 0x700000,
+            len: NSEQ,
+        }));
+        assert_eq!(p.params.seqused_k, 0x700000);
+        // seqused_k alone is not a score piece.
+        assert!(matches!(
+            p.kernel,
+            KernelId::Fwd {
+                variant: FwdVariant::Plain,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn bias_in_q_dtype_or_f32_with_any_strides() {
+        let shape = [B, HQ, SQ, SK];
+        // q's dtype: no f32 flag.
+        let p = ok(&good(DType::F16).bias(bias(DType::F16, shape)));
+        assert_eq!(p.params.bias, 0x800000);
+        assert_eq!(p.params.flags & FLAG_BIAS_F32, 0);
+        assert_eq!(
+            p.params.bias_strides,
+            [(HQ * SQ * SK) as i64, (SQ * SK) as i64, SK as i64, 1]
+        );
+        assert!(matches!(
+            p.kernel,
+            KernelId::Fwd {
+                variant: FwdVariant::Pieces,
+                ..
+            }
+        ));
+        // f32 with an f16 q: the flag; with an f32 q: the flag too.
+        let p = ok(&good(DType::Bf16).bias(bias(DType::F32, shape)));
+        assert_ne!(p.params.flags & FLAG_BIAS_F32, 0);
+        let p = ok(&good(DType::F32).bias(bias(DType::F32, shape)));
+        assert_ne!(p.params.flags & FLAG_BIAS_F32, 0);
+        // Broadcast over batch and heads (a [1, 1, Sq, Sk] buffer), and over rows.
+        let b = BiasRef {
+            ptr: 0x800000,
+            len: SQ * SK,
+            dtype: DType::F32,
+            shape,
+            strides: [0, 0, SK as i64, 1],
+        };
+        assert_eq!(
+            ok(&good(DType::F16).bias(b)).params.bias_strides,
+            [0, 0, SK as i64, 1]
+        );
+        let b = BiasRef {
+            len: B * HQ * SK,
+            strides: [(HQ * SK) as i64, SK as i64, 0, 1],
+            ..b
+        };
+        assert_eq!(
+            ok(&good(DType::F16).bias(b)).params.bias_strides,
+            [(HQ * SK) as i64, SK as i64, 0, 1]
+        );
+        // Fully broadcast (one element), and a transposed view (key stride != 1).
+        let b = BiasRef {
+            len: 1,
+            strides: [0; 4],
+            ..b
+        };
+        ok(&good(DType::F16).bias(b));
+        let b = BiasRef {
+            len: B * HQ * SQ * SK,
+            strides: [(HQ * SQ * SK) as i64, (SQ * SK) as i64, 1, SQ as i64],
+            ..b
+        };
+        ok(&good(DType::F16).bias(b));
+        // Varlen: [nseq, Hq, max_sq, max_sk].
+        let p = ok(&good_varlen(DType::F16).bias(bias(DType::F16, [NSEQ, HQ, MQ, MK])));
+        assert_eq!(
+            p.params.bias_strides,
+            [(HQ * MQ * MK) as i64, (MQ * MK) as i64, MK as i64, 1]
+        );
+        assert_eq!(
+            invalid_what(&good_varlen(DType::F16).bias(bias(DType::F16, [1, HQ, TQ, TK]))),
+            "bias.shape"
+        );
+    }
+
+    #[test]
+    fn dropout_with_host_and_device_generators() {
+        let p = ok(&good(DType::F16).dropout(host_dropout(0.1)));
+        let q = &p.params;
+        assert_ne!(q.flags & FLAG_DROPOUT, 0);
+        assert_eq!(q.dropout_threshold, 6554); // round(0.1 * 65536) = round(6553.6)
+        assert_eq!(q.dropout_rescale, 1.0f32 / 0.9f32);
+        assert_eq!((q.seed, q.offset), (0x1234_5678_9abc_def0, 77));
+        assert_eq!((q.seed_ptr, q.offset_ptr), (0, 0));
+        assert!(matches!(
+            p.kernel,
+            KernelId::Fwd {
+                variant: FwdVariant::Pieces,
+                ..
+            }
+        ));
+        assert_eq!(p.mask_grid, None);
+
+        let d = Dropout {
+            p: 0.5,
+            rng: Philox::Device {
+                seed_ptr: 0x9000,
+                offset_ptr: 0x9008,
+                offset: 5,
+            },
+        };
+        let q = ok(&good(DType::F16).dropout(d)).params;
+        assert_eq!((q.dropout_threshold, q.dropout_rescale), (32768, 2.0));
+        assert_eq!(
+            (q.seed, q.offset, q.seed_ptr, q.offset_ptr),
+            (0, 5, 0x9000, 0x9008)
+        );
+
+        // p = 0: no dropout, the plain kernel.
+        let p = ok(&good(DType::F16).dropout(host_dropout(0.0)));
+        assert_eq!(p.params.flags & FLAG_DROPOUT, 0);
+        assert_eq!(
+            (p.params.dropout_threshold, p.params.dropout_rescale),
+            (0, 1.0)
+        );
+        assert!(matches!(
+            p.kernel,
+            KernelId::Fwd {
+                variant: FwdVariant::Plain,
+                ..
+            }
+        ));
+        // A tiny p whose threshold rounds to 0 is still dropout (the flag is on).
+        let p = ok(&good(DType::F16).dropout(host_dropout(1e-9)));
+        assert_ne!(p.params.flags & FLAG_DROPOUT, 0);
+        assert_eq!(p.params.dropout_threshold, 0);
+    }
+
+    #[test]
+    fn dropout_formulas_match_the_reference() {
+        for p in [
+            0.0,
+            1e-9,
+            0.5 / 65536.0,
+            1.5 / 65536.0,
+            0.1,
+            0.25,
+            1.0 / 3.0,
+            0.5,
+            0.9,
+            0.999_99,
+            1.0 - 1e-12,
+        ] {
+            assert_eq!(dropout_threshold(p), attn_ref::dropout::threshold(p), "{p}");
+            assert_eq!(
+                dropout_rescale(p).to_bits(),
+                attn_ref::dropout::rescale(p).to_bits(),
+                "{p}"
+            );
+        }
+    }
+
+    #[test]
+    fn dropout_mask_launches_its_own_grid() {
+        let shape = [B, HQ, SQ, SK];
+        let m = MaskRef::contiguous(0xa00000, shape);
+        let p = ok(&good(DType::F16).dropout(host_dropout(0.3)).dropout_mask(m));
+        assert_eq!(p.params.randval, 0xa00000);
+        assert_eq!(
+            p.params.randval_strides,
+            [(HQ * SQ * SK) as i64, (SQ * SK) as i64, SK as i64]
+        );
+        // 17 rows x ceil(33 / 8) = 5 groups = 85 work items: one block.
+        assert_eq!(p.mask_grid, Some([1, HQ as u32, B as u32]));
+        assert!(p.grid.is_some());
+        // A padded (strided) mask is fine.
+        let padded = MaskRef {
+            ptr: 0xa00000,
+            len: B * HQ * SQ * 64,
+            shape,
+            strides: [(HQ * SQ * 64) as i64, (SQ * 64) as i64, 64, 1],
+        };
+        let p = ok(&good(DType::F16)
+            .dropout(host_dropout(0.3))
+            .dropout_mask(padded));
+        assert_eq!(
+            p.params.randval_strides,
+            [(HQ * SQ * 64) as i64, (SQ * 64) as i64, 64]
+        );
+        // Bigger: 1000 rows x 125 groups / 128 = 977 blocks; huge: clamped to 65535.
+        let f = sized(1, 1000, 1000, 2, 2)
+            .dropout(host_dropout(0.3))
+            .dropout_mask(MaskRef::contiguous(0xa00000, [1, 2, 1000, 1000]));
+        assert_eq!(ok(&f).mask_grid, Some([977, 2, 1]));
+        let f = sized(1, 100_000, 100_000, 1, 1)
+            .dropout(host_dropout(0.3))
+            .dropout_mask(MaskRef::contiguous(0xa00000, [1, 1, 100_000, 100_000]));
+        assert_eq!(ok(&f).mask_grid, Some([65_535, 1, 1]));
+        // Varlen: [nseq, Hq, max_sq, max_sk], grid z = nseq.
+        let f = good_varlen(DType::F16)
+            .dropout(host_dropout(0.3))
+            .dropout_mask(MaskRef::contiguous(0xa00000, [NSEQ, HQ, MQ, MK]));
+        let p = ok(&f);
+        assert_eq!(
+            p.mask_grid,
+            Some([
+                (MQ * MK.div_ceil(8)).div_ceil(128) as u32,
+                HQ as u32,
+                NSEQ as u32
+            ])
+        );
+    }
+
+    #[test]
+    fn alibi_per_head_and_per_batch() {
+        let a = AlibiRef {
+            ptr: 0x900000,
+            len: HQ,
+            per_batch: false,
+        };
+        let p = ok(&good(DType::F16).alibi(a));
+        assert_eq!((p.params.alibi, p.params.alibi_stride), (0x900000, 0));
+        assert!(matches!(
+            p.kernel,
+            KernelId::Fwd {
+                variant: FwdVariant::Pieces,
+                ..
+            }
+        ));
+        let a = AlibiRef {
+            len: B * HQ,
+            per_batch: true,
+            ..a
+        };
+        let p = ok(&good(DType::F16).alibi(a));
+        assert_eq!(
+            (p.params.alibi, p.params.alibi_stride),
+            (0x900000, HQ as i64)
+        );
+        let a = AlibiRef {
+            len: NSEQ * HQ,
+            per_batch: true,
+            ..a
+        };
+        assert_eq!(
+            ok(&good_varlen(DType::F16).alibi(a)).params.alibi_stride,
+            HQ as i64
+        );
+    }
+
+    #[test]
+    fn softcap_is_passed_and_selects_the_pieces_kernel() {
+        let p = ok(&good(DType::F16).softcap(30.0));
+        assert_eq!(p.params.softcap, 30.0);
+        assert!(matches!(
+            p.kernel,
+            KernelId::Fwd {
+                variant: FwdVariant::Pieces,
+                ..
+            }
+        ));
+        for cap in [0.0, -0.0] {
+            let p = ok(&good(DType::F16).softcap(cap));
+            assert_eq!(p.params.softcap.to_bits(), 0);
+            assert!(matches!(
+                p.kernel,
+                KernelId::Fwd {
+                    variant: FwdVariant::Plain,
+                    ..
+                }
+            ));
+        }
+    }
+
+    #[test]
+    fn everything_together() {
+        let f = good_varlen(DType::Bf16)
+            .mask(Mask::Window {
+                left: Some(4),
+                right: Some(2),
+                align: Align::BottomRight,
+            })
+            .seqused_k(I32Ref {
+                ptr: 0x700000,
+                len: NSEQ,
+            })
+            .bias(bias(DType::F32, [NSEQ, HQ, MQ, MK]))
+            .alibi(AlibiRef {
+                ptr: 0x900000,
+                len: NSEQ * HQ,
+                per_batch: true,
+            })
+            .softcap(50.0)
+            .dropout(Dropout {
+                p: 0.2,
+                rng: Philox::Device {
+                    seed_ptr: 0x9000,
+                    offset_ptr: 0x9008,
+                    offset: 3,
+                },
+            })
+            .dropout_mask(MaskRef::contiguous(0xa00000, [NSEQ, HQ, MQ, MK]));
+        let p = ok(&f);
+        assert_eq!(
+            p.params.flags,
+            MASK_WINDOW
+                | MASK_BOTTOM_RIGHT
+                | FLAG_VEC16
+                | FLAG_VARLEN
+                | FLAG_BIAS_F32
+                | FLAG_DROPOUT
+        );
+        assert!(p.grid.is_some() && p.mask_grid.is_some());
+        assert_eq!(
+            p.kernel,
+            KernelId::Fwd {
+                dtype: DType::Bf16,
+                head_dim: 64,
+                variant: FwdVariant::Pieces
+            }
+        );
     }
 }
