@@ -6,8 +6,13 @@ cd "$(dirname "$0")/.."
 rm -rf .gpu && mkdir -p .gpu
 cargo build --release -p attn-cli
 cp target/release/attn .gpu/
-for t in abi fwd; do
+for t in abi fwd malformed precision; do
   exe=$(cargo test --release -p attn-tests --test "$t" --no-run 2>&1 | sed -n 's/.*Executable .*(\(.*\))/\1/p' | tail -1)
   cp "$exe" ".gpu/test-$t"
 done
 ls -la .gpu
+# Each binary embeds every code object: strip and pack them so the folder that travels to the GPU
+# machine stays well under its 64 MiB limit (tools/gpu-suite.sh unpacks it).
+strip .gpu/*
+mkdir -p .gpu-pack && tar -czf .gpu-pack/gpu.tar.gz .gpu
+ls -la .gpu-pack

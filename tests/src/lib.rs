@@ -264,13 +264,24 @@ fn to_bmhk(x: &[f32], shape: [usize; 4], layout: Layout) -> Vec<f32> {
 }
 
 /// The kernel's tile on `dev` (for the blocked reference) for a problem.
-fn kernel_tile(dev: &Device, p: &Problem, dtype: DType) -> (usize, usize) {
-    use attn_kernels::fwd::policy::{Family, fwd_tile};
-    let bucket = attn_host::ops::head_dim_bucket(p.head_dim.max(p.head_dim_v)).unwrap_or(256);
+fn kernel_tile(dev: &Device, call: &attn_host::Forward) -> (usize, usize) {
+    use attn_kernels::fwd::policy::{Family, fwd_tile_of};
     let target = dev.code_object_target().unwrap_or_default();
     let family = Family::of_arch(&target).unwrap_or(Family::Sm80);
-    let t = fwd_tile(family, dtype, bucket as usize);
-    (t.block_m, t.block_n)
+    match call.plan(family) {
+        Ok(plan) => match plan.kernel {
+            attn_host::KernelId::Fwd {
+                dtype,
+                head_dim,
+                variant,
+            } => {
+                let t = fwd_tile_of(family, dtype, head_dim as usize, variant);
+                (t.block_m, t.block_n)
+            }
+            _ => (64, 64),
+        },
+        Err(_) => (64, 64),
+    }
 }
 
 /// Compares a dropout mask read back from the device (`[nb, Hq, max_sq, max_sk]`, contiguous)
@@ -583,7 +594,7 @@ pub fn run_fwd(dev: &Device, case: &FwdCase, seed: u64) -> Result<FwdOutcome, St
     drop((arrays, bias, slopes, rng, mask));
 
     let truth = attn_ref::forward(p, &x).map_err(|e| e.to_string())?;
-    let (bm, bn) = kernel_tile(dev, p, dtype);
+    let (bm, bn) = kernel_tile(dev, &call);
     let lowp = attn_ref::forward_blocked(p, &x, bm, bn).map_err(|e| e.to_string())?;
     let mask_mismatches = got_mask.map(|got| {
         let want = attn_ref::dropout::mask_tensor(p).unwrap_or_default();

@@ -528,8 +528,13 @@ fn every_gpu_case_plans_on_the_host() {
         for (i, case) in cases.iter().enumerate() {
             let p = &case.problem;
             for family in [Family::Sm80, Family::Sm90, Family::Cdna, Family::Rdna3] {
-                let plan = plan_fwd(case, i as u64, family)
-                    .unwrap_or_else(|e| panic!("{name} case {i} {case:?} on {family:?}: {e}"));
+                let plan = match plan_fwd(case, i as u64, family) {
+                    // A few feature kernels are not built for a family (policy::instantiated).
+                    Err(e) if e.contains("is not built for") && family != Family::Sm90 => continue,
+                    r => {
+                        r.unwrap_or_else(|e| panic!("{name} case {i} {case:?} on {family:?}: {e}"))
+                    }
+                };
                 let pieces = p.bias.is_some()
                     || p.alibi.is_some()
                     || p.softcap > 0.0
@@ -634,7 +639,10 @@ mod properties {
                 device_rng,
             };
             for family in [Family::Sm80, Family::Sm90, Family::Cdna, Family::Rdna3] {
-                let plan = plan_fwd(&case, seed, family).map_err(TestCaseError::fail)?;
+                let plan = match plan_fwd(&case, seed, family) {
+                    Err(e) if e.contains("is not built for") && family != Family::Sm90 => continue,
+                    r => r.map_err(TestCaseError::fail)?,
+                };
                 prop_assert_eq!(plan.params.batch as usize, case.problem.nseq());
             }
         }

@@ -284,8 +284,8 @@ pub struct Plan {
     /// Grid of the [`KernelId::DropoutMask`] kernel, launched before the forward on the same
     /// stream with [`DROPOUT_MASK_THREADS`] threads and no shared memory; `Some` only when a
     /// dropout mask is requested and not empty. It is `(x, Hq, nb)` with
-    /// `x = clamp(ceil(max_sq · ceil(max_sk / 8) / 128), 1, 65535)`: each thread writes groups of
-    /// 8 keys (one Philox call), grid-striding over the `(row, group)` pairs.
+    /// `x = ceil(max_sq · ceil(max_sk / 8) / 128)`: each thread writes one group of
+    /// 8 keys (one Philox call).
     pub mask_grid: Option<[u32; 3]>,
 }
 
@@ -778,6 +778,15 @@ impl Forward {
             if !(dr.p >= 0.0 && dr.p < 1.0) {
                 return Err(Error::invalid("dropout.p", "in [0, 1)", dr.p));
             }
+            // 1 / (1 - p) is computed in f32: p within 2^-25 of 1 would make it infinite and
+            // every output row 0 · inf = NaN.
+            if !dropout_rescale(dr.p).is_finite() {
+                return Err(Error::invalid(
+                    "dropout.p",
+                    "below 1 - 2^-25 (1 / (1 - p) must be finite in f32)",
+                    dr.p,
+                ));
+            }
             match dr.rng {
                 Philox::Host { seed: s, offset: o } => (seed, offset) = (s, o),
                 Philox::Device {
@@ -830,7 +839,20 @@ impl Forward {
 
         let bucket =
             head_dim_bucket(d.max(dv)).ok_or_else(|| Error::unsupported("head dim above 256"))?;
-        let tile = policy::fwd_tile(family, dtype, bucket as usize);
+        let variant = if self.bias.is_some() || self.alibi.is_some() || cap > 0.0 || dropout_on {
+            FwdVariant::Pieces
+        } else if varlen.is_some() || self.seqused_k.is_some() {
+            FwdVariant::Varlen
+        } else {
+            FwdVariant::Plain
+        };
+        if !policy::instantiated(family, dtype, bucket as usize, variant) {
+            return Err(Error::unsupported(format!(
+                "the {variant:?} forward ({dtype:?}, head dim bucket {bucket}) is not built for \
+                 {family:?} (it would spill registers)"
+            )));
+        }
+        let tile = policy::fwd_tile_of(family, dtype, bucket as usize, variant);
         // 16-byte tile copies need every row of q, k, v to start 16-byte aligned.
         let rows_aligned = |t: &TensorRef| {
             t.ptr.is_multiple_of(16)
@@ -841,11 +863,6 @@ impl Forward {
         if [q, k, v].into_iter().all(rows_aligned) {
             flags |= FLAG_VEC16;
         }
-        let variant = if self.bias.is_some() || self.alibi.is_some() || cap > 0.0 || dropout_on {
-            FwdVariant::Pieces
-        } else {
-            FwdVariant::Plain
-        };
         let params = FwdParams {
             q: q.ptr,
             k: k.ptr,
@@ -892,16 +909,22 @@ impl Forward {
         };
         let grid = (nb > 0 && max_sq > 0 && hq > 0)
             .then(|| [max_sq.div_ceil(tile.block_m) as u32, hq as u32, nb as u32]);
-        let mask_grid = self
+        let mask_grid = match self
             .dropout_mask
             .filter(|_| nb > 0 && hq > 0 && max_sq > 0 && max_sk > 0)
-            .map(|_| {
+        {
+            None => None,
+            Some(_) => {
                 let groups = (max_sq as u128) * (max_sk as u128).div_ceil(8);
-                let x = groups
-                    .div_ceil(DROPOUT_MASK_THREADS as u128)
-                    .clamp(1, GRID_LIMIT as u128);
-                [x as u32, hq as u32, nb as u32]
-            });
+                let x = groups.div_ceil(DROPOUT_MASK_THREADS as u128);
+                if x > i32::MAX as u128 {
+                    return Err(Error::unsupported(format!(
+                        "a dropout mask of {max_sq} x {max_sk} per head (grid limit)"
+                    )));
+                }
+                Some([x as u32, hq as u32, nb as u32])
+            }
+        };
         Ok(Plan {
             kernel: KernelId::Fwd {
                 dtype,
@@ -911,7 +934,7 @@ impl Forward {
             params,
             grid,
             threads: policy::THREADS,
-            shared_bytes: policy::smem_bytes(family, dtype, bucket as usize) as u32,
+            shared_bytes: policy::smem_bytes_of(family, dtype, bucket as usize, variant) as u32,
             mask_grid,
         })
     }
@@ -1350,7 +1373,7 @@ mod tests {
         let shape = [B, HQ, SQ, SK];
 
         // Dropout probability.
-        for p in [-0.1, 1.0, 1.5, f64::NAN, f64::INFINITY] {
+        for p in [-0.1, 1.0, 1.5, f64::NAN, f64::INFINITY, 1.0 - 1e-9] {
             assert_eq!(
                 invalid_what(&g().dropout(host_dropout(p))),
                 "dropout.p",
@@ -1682,6 +1705,33 @@ mod tests {
     }
 
     #[test]
+    fn kernels_that_are_not_built_are_unsupported() {
+        let f = Forward::new(
+            t(0x1000, DType::F16, [1, 5, 2, 256]),
+            t(0x100000, DType::F16, [1, 7, 2, 256]),
+            t(0x200000, DType::F16, [1, 7, 2, 256]),
+            t(0x300000, DType::F16, [1, 5, 2, 256]),
+        )
+        .softcap(10.0);
+        for family in [Family::Sm80, Family::Rdna3] {
+            assert!(matches!(f.plan(family), Err(Error::Unsupported { .. })));
+        }
+        for family in [Family::Sm90, Family::Cdna] {
+            f.plan(family).unwrap();
+        }
+        // f32 and the plain kernels are built everywhere.
+        let mut g = f.softcap(0.0);
+        g.q.dtype = DType::F32;
+        g.k.dtype = DType::F32;
+        g.v.dtype = DType::F32;
+        g.out.dtype = DType::F32;
+        for family in [Family::Sm80, Family::Sm90, Family::Cdna, Family::Rdna3] {
+            f.softcap(0.0).plan(family).unwrap();
+            g.softcap(3.0).plan(family).unwrap();
+        }
+    }
+
+    #[test]
     fn varlen_plans_sequences_on_the_grid_z() {
         let p = ok(&good_varlen(DType::Bf16).mask(Mask::Causal(Align::TopLeft)));
         let bm = block_m(DType::Bf16, 64);
@@ -1701,7 +1751,7 @@ mod tests {
             KernelId::Fwd {
                 dtype: DType::Bf16,
                 head_dim: 64,
-                variant: FwdVariant::Plain
+                variant: FwdVariant::Varlen
             }
         );
     }
@@ -1774,11 +1824,11 @@ mod tests {
             len: NSEQ,
         }));
         assert_eq!(p.params.seqused_k, 0x700000);
-        // seqused_k alone is not a score piece.
+        // seqused_k alone is not a score piece: the varlen variant serves it.
         assert!(matches!(
             p.kernel,
             KernelId::Fwd {
-                variant: FwdVariant::Plain,
+                variant: FwdVariant::Varlen,
                 ..
             }
         ));
@@ -1957,7 +2007,7 @@ mod tests {
             p.params.randval_strides,
             [(HQ * SQ * 64) as i64, (SQ * 64) as i64, 64]
         );
-        // Bigger: 1000 rows x 125 groups / 128 = 977 blocks; huge: clamped to 65535.
+        // Bigger: 1000 rows x 125 groups / 128 = 977 blocks; huge: 100000 x 12500 / 128.
         let f = sized(1, 1000, 1000, 2, 2)
             .dropout(host_dropout(0.3))
             .dropout_mask(MaskRef::contiguous(0xa00000, [1, 2, 1000, 1000]));
@@ -1965,7 +2015,7 @@ mod tests {
         let f = sized(1, 100_000, 100_000, 1, 1)
             .dropout(host_dropout(0.3))
             .dropout_mask(MaskRef::contiguous(0xa00000, [1, 1, 100_000, 100_000]));
-        assert_eq!(ok(&f).mask_grid, Some([65_535, 1, 1]));
+        assert_eq!(ok(&f).mask_grid, Some([9_765_625, 1, 1]));
         // Varlen: [nseq, Hq, max_sq, max_sk], grid z = nseq.
         let f = good_varlen(DType::F16)
             .dropout(host_dropout(0.3))

@@ -38,14 +38,21 @@ macro_rules! fwd {
         #[kernel(threads = 128)]
         pub fn $name(p: &FwdParams) {
             type A = $atom;
-            const T: policy::FwdTile = policy::fwd_tile_of(
-                FAMILY,
-                $dtype,
-                $d,
-                FwdVariant::$variant,
-            );
+            const T: policy::FwdTile =
+                policy::fwd_tile_of(FAMILY, $dtype, $d, FwdVariant::$variant);
             const { assert!(T.block_m == WAVES * T.tm * <A as MmaAtom>::M) };
             const { assert!(T.p_in_smem == !<A as MmaAtom>::P_IN_REGISTERS) };
+            if !policy::instantiated(FAMILY, $dtype, $d, FwdVariant::$variant) {
+                // A stub: the host never launches it (see `policy::instantiated`). It stores its
+                // own id where no launch could ask for it, so that stubs stay distinct symbols
+                // (identical empty kernels would be merged into aliases, which AMD rejects).
+                if p.heads_q == 0 && p.out != 0 {
+                    let id = $d as u32 * 16 + $dtype as u32 * 4 + FwdVariant::$variant as u32;
+                    // SAFETY: unreachable from the host (it rejects Hq = 0 launches).
+                    unsafe { *(p.out as *mut u32) = id };
+                }
+                return;
+            }
             fwd::run::<
                 A,
                 WAVES,
@@ -68,32 +75,152 @@ fwd!(attn_fwd_f16_d64, Plain, Native<F16>, DType::F16, 64);
 fwd!(attn_fwd_f16_d64_varlen, Varlen, Native<F16>, DType::F16, 64);
 fwd!(attn_fwd_f16_d64_pieces, Pieces, Native<F16>, DType::F16, 64);
 fwd!(attn_fwd_f16_d128, Plain, Native<F16>, DType::F16, 128);
-fwd!(attn_fwd_f16_d128_varlen, Varlen, Native<F16>, DType::F16, 128);
-fwd!(attn_fwd_f16_d128_pieces, Pieces, Native<F16>, DType::F16, 128);
+fwd!(
+    attn_fwd_f16_d128_varlen,
+    Varlen,
+    Native<F16>,
+    DType::F16,
+    128
+);
+fwd!(
+    attn_fwd_f16_d128_pieces,
+    Pieces,
+    Native<F16>,
+    DType::F16,
+    128
+);
 fwd!(attn_fwd_f16_d256, Plain, Native<F16>, DType::F16, 256);
-fwd!(attn_fwd_f16_d256_varlen, Varlen, Native<F16>, DType::F16, 256);
-fwd!(attn_fwd_f16_d256_pieces, Pieces, Native<F16>, DType::F16, 256);
+fwd!(
+    attn_fwd_f16_d256_varlen,
+    Varlen,
+    Native<F16>,
+    DType::F16,
+    256
+);
+fwd!(
+    attn_fwd_f16_d256_pieces,
+    Pieces,
+    Native<F16>,
+    DType::F16,
+    256
+);
 fwd!(attn_fwd_bf16_d32, Plain, Native<Bf16>, DType::Bf16, 32);
-fwd!(attn_fwd_bf16_d32_varlen, Varlen, Native<Bf16>, DType::Bf16, 32);
-fwd!(attn_fwd_bf16_d32_pieces, Pieces, Native<Bf16>, DType::Bf16, 32);
+fwd!(
+    attn_fwd_bf16_d32_varlen,
+    Varlen,
+    Native<Bf16>,
+    DType::Bf16,
+    32
+);
+fwd!(
+    attn_fwd_bf16_d32_pieces,
+    Pieces,
+    Native<Bf16>,
+    DType::Bf16,
+    32
+);
 fwd!(attn_fwd_bf16_d64, Plain, Native<Bf16>, DType::Bf16, 64);
-fwd!(attn_fwd_bf16_d64_varlen, Varlen, Native<Bf16>, DType::Bf16, 64);
-fwd!(attn_fwd_bf16_d64_pieces, Pieces, Native<Bf16>, DType::Bf16, 64);
+fwd!(
+    attn_fwd_bf16_d64_varlen,
+    Varlen,
+    Native<Bf16>,
+    DType::Bf16,
+    64
+);
+fwd!(
+    attn_fwd_bf16_d64_pieces,
+    Pieces,
+    Native<Bf16>,
+    DType::Bf16,
+    64
+);
 fwd!(attn_fwd_bf16_d128, Plain, Native<Bf16>, DType::Bf16, 128);
-fwd!(attn_fwd_bf16_d128_varlen, Varlen, Native<Bf16>, DType::Bf16, 128);
-fwd!(attn_fwd_bf16_d128_pieces, Pieces, Native<Bf16>, DType::Bf16, 128);
+fwd!(
+    attn_fwd_bf16_d128_varlen,
+    Varlen,
+    Native<Bf16>,
+    DType::Bf16,
+    128
+);
+fwd!(
+    attn_fwd_bf16_d128_pieces,
+    Pieces,
+    Native<Bf16>,
+    DType::Bf16,
+    128
+);
 fwd!(attn_fwd_bf16_d256, Plain, Native<Bf16>, DType::Bf16, 256);
-fwd!(attn_fwd_bf16_d256_varlen, Varlen, Native<Bf16>, DType::Bf16, 256);
-fwd!(attn_fwd_bf16_d256_pieces, Pieces, Native<Bf16>, DType::Bf16, 256);
+fwd!(
+    attn_fwd_bf16_d256_varlen,
+    Varlen,
+    Native<Bf16>,
+    DType::Bf16,
+    256
+);
+fwd!(
+    attn_fwd_bf16_d256_pieces,
+    Pieces,
+    Native<Bf16>,
+    DType::Bf16,
+    256
+);
 fwd!(attn_fwd_f32_d32, Plain, FmaAtom<f32>, DType::F32, 32);
-fwd!(attn_fwd_f32_d32_varlen, Varlen, FmaAtom<f32>, DType::F32, 32);
-fwd!(attn_fwd_f32_d32_pieces, Pieces, FmaAtom<f32>, DType::F32, 32);
+fwd!(
+    attn_fwd_f32_d32_varlen,
+    Varlen,
+    FmaAtom<f32>,
+    DType::F32,
+    32
+);
+fwd!(
+    attn_fwd_f32_d32_pieces,
+    Pieces,
+    FmaAtom<f32>,
+    DType::F32,
+    32
+);
 fwd!(attn_fwd_f32_d64, Plain, FmaAtom<f32>, DType::F32, 64);
-fwd!(attn_fwd_f32_d64_varlen, Varlen, FmaAtom<f32>, DType::F32, 64);
-fwd!(attn_fwd_f32_d64_pieces, Pieces, FmaAtom<f32>, DType::F32, 64);
+fwd!(
+    attn_fwd_f32_d64_varlen,
+    Varlen,
+    FmaAtom<f32>,
+    DType::F32,
+    64
+);
+fwd!(
+    attn_fwd_f32_d64_pieces,
+    Pieces,
+    FmaAtom<f32>,
+    DType::F32,
+    64
+);
 fwd!(attn_fwd_f32_d128, Plain, FmaAtom<f32>, DType::F32, 128);
-fwd!(attn_fwd_f32_d128_varlen, Varlen, FmaAtom<f32>, DType::F32, 128);
-fwd!(attn_fwd_f32_d128_pieces, Pieces, FmaAtom<f32>, DType::F32, 128);
+fwd!(
+    attn_fwd_f32_d128_varlen,
+    Varlen,
+    FmaAtom<f32>,
+    DType::F32,
+    128
+);
+fwd!(
+    attn_fwd_f32_d128_pieces,
+    Pieces,
+    FmaAtom<f32>,
+    DType::F32,
+    128
+);
 fwd!(attn_fwd_f32_d256, Plain, FmaAtom<f32>, DType::F32, 256);
-fwd!(attn_fwd_f32_d256_varlen, Varlen, FmaAtom<f32>, DType::F32, 256);
-fwd!(attn_fwd_f32_d256_pieces, Pieces, FmaAtom<f32>, DType::F32, 256);
+fwd!(
+    attn_fwd_f32_d256_varlen,
+    Varlen,
+    FmaAtom<f32>,
+    DType::F32,
+    256
+);
+fwd!(
+    attn_fwd_f32_d256_pieces,
+    Pieces,
+    FmaAtom<f32>,
+    DType::F32,
+    256
+);

@@ -31,6 +31,7 @@ const LN_2: f32 = core::f32::consts::LN_2;
 /// `|x| < 0.625`: the odd minimax polynomial of Cephes' `tanhf` (no cancellation near 0);
 /// otherwise `1 - 2 / (e^{2|x|} + 1)` with the sign restored (`e^{2|x|} = inf` gives 1).
 #[inline(always)]
+#[allow(clippy::excessive_precision)] // Cephes' coefficients, as published
 pub fn tanh(x: f32) -> f32 {
     let a = x.abs();
     if a < 0.625 {
@@ -264,15 +265,16 @@ impl Dropout {
         if p.flags & FLAG_DROPOUT == 0 {
             return None;
         }
-        // SAFETY: the host checked that non-null seed/offset pointers are 8-byte aligned device
-        // addresses of one u64 each.
+        // The host checked that non-null seed/offset pointers are 8-byte aligned device addresses
+        // of one u64 each.
         let seed = if p.seed_ptr != 0 {
+            // SAFETY: see above.
             unsafe { *(p.seed_ptr as *const u64) }
         } else {
             p.seed
         };
-        // SAFETY: as above.
         let base = if p.offset_ptr != 0 {
+            // SAFETY: see above.
             unsafe { *(p.offset_ptr as *const u64) }
         } else {
             0
@@ -310,7 +312,11 @@ impl Dropout {
         } else {
             w[3]
         };
-        let r = if j % 2 == 0 { word & 0xFFFF } else { word >> 16 };
+        let r = if j % 2 == 0 {
+            word & 0xFFFF
+        } else {
+            word >> 16
+        };
         r >= self.threshold
     }
 }

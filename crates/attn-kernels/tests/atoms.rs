@@ -655,7 +655,11 @@ fn check_key_groups<A: MmaAtom>(lanes: u32) {
         let mut seen = vec![None; A::KEY_GROUPS];
         for v in 0..A::C_VALS {
             let g = A::key_group(v);
-            assert!(g < A::KEY_GROUPS, "value {v}: group {g} >= {}", A::KEY_GROUPS);
+            assert!(
+                g < A::KEY_GROUPS,
+                "value {v}: group {g} >= {}",
+                A::KEY_GROUPS
+            );
             if v > 0 {
                 assert!(
                     g >= A::key_group(v - 1),

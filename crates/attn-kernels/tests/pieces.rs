@@ -51,13 +51,21 @@ fn check<
             if spec.dtype == Dtype::F32 {
                 (vec![], t.data.clone(), st)
             } else {
-                (t.data.iter().map(|&f| F16::from_f32(f)).collect(), vec![], st)
+                (
+                    t.data.iter().map(|&f| F16::from_f32(f)).collect(),
+                    vec![],
+                    st,
+                )
             }
         }
         _ => (vec![], vec![], [0; 4]),
     };
     let bias_f32 = p.bias.is_some_and(|b| b.dtype == Dtype::F32);
-    let slopes = p.alibi.as_ref().map(|a| a.slopes.clone()).unwrap_or_default();
+    let slopes = p
+        .alibi
+        .as_ref()
+        .map(|a| a.slopes.clone())
+        .unwrap_or_default();
     let (cq, ck) = p
         .varlen
         .as_ref()
@@ -106,7 +114,11 @@ fn check<
             },
         cu_seqlens_q: if cq.is_empty() { 0 } else { cq.as_ptr() as u64 },
         cu_seqlens_k: if ck.is_empty() { 0 } else { ck.as_ptr() as u64 },
-        seqused_k: if used.is_empty() { 0 } else { used.as_ptr() as u64 },
+        seqused_k: if used.is_empty() {
+            0
+        } else {
+            used.as_ptr() as u64
+        },
         max_seqlen_q: mq as u32,
         max_seqlen_k: mk as u32,
         bias: match (bias_f32, p.bias.is_some()) {
@@ -115,7 +127,11 @@ fn check<
             (false, _) => bias16.as_ptr() as u64,
         },
         bias_strides,
-        alibi: if slopes.is_empty() { 0 } else { slopes.as_ptr() as u64 },
+        alibi: if slopes.is_empty() {
+            0
+        } else {
+            slopes.as_ptr() as u64
+        },
         alibi_stride: if p.alibi.as_ref().is_some_and(|a| a.per_batch) {
             hq as i64
         } else {
@@ -126,9 +142,21 @@ fn check<
         dropout_rescale: dr.map_or(1.0, |d| d.rescale()),
         seed: if device_seed { 0 } else { seed_cell[0] },
         offset: dr.map_or(0, |d| d.offset) - if device_seed { off_cell[0] } else { 0 },
-        seed_ptr: if device_seed { seed_cell.as_ptr() as u64 } else { 0 },
-        offset_ptr: if device_seed { off_cell.as_ptr() as u64 } else { 0 },
-        randval: if dr.is_some() { randval.as_mut_ptr() as u64 } else { 0 },
+        seed_ptr: if device_seed {
+            seed_cell.as_ptr() as u64
+        } else {
+            0
+        },
+        offset_ptr: if device_seed {
+            off_cell.as_ptr() as u64
+        } else {
+            0
+        },
+        randval: if dr.is_some() {
+            randval.as_mut_ptr() as u64
+        } else {
+            0
+        },
         randval_strides: [(mh * mr * mc) as i64, (mr * mc) as i64, mc as i64],
         ..Default::default()
     };
@@ -188,7 +216,10 @@ fn varlen_everything(d: usize) -> Problem {
     })
     .with_seqused_k(vec![40, 9, 0, 21])
     .with_bias(Dtype::F32, [false, true, false, false])
-    .with_alibi((0..nseq * 4).map(|i| 0.05 + 0.03 * i as f32).collect(), true)
+    .with_alibi(
+        (0..nseq * 4).map(|i| 0.05 + 0.03 * i as f32).collect(),
+        true,
+    )
     .with_softcap(8.0)
     .with_dropout(0.3, 0x1234_5678_9abc, 77)
 }

@@ -177,12 +177,13 @@ pub struct NvidiaResources {
 /// matrix unit: `v_mfma` on gfx90a and gfx942, `v_wmma` on gfx1100, `mma.sync` on sm_80 and
 /// sm_90a. A kernel without it has fallen back to scalar code, which is correct but an order of
 /// magnitude slower. f32 kernels and `attn_abi_echo` have no matrix instructions and need none;
-/// so do 16-bit kernels on targets not listed here.
+/// so do 16-bit kernels on targets not listed here, and the stubs of kernels that are not built
+/// for a target (`attn_kernels::fwd::policy::instantiated`).
 pub fn required_matrix_instruction(target: &str, kernel: &str) -> Option<&'static str> {
     let sixteen_bit = ["attn_fwd_f16_", "attn_fwd_bf16_"]
         .iter()
         .any(|p| kernel.starts_with(p));
-    if !sixteen_bit {
+    if !sixteen_bit || is_stub(target, kernel) {
         return None;
     }
     match target {
@@ -191,6 +192,39 @@ pub fn required_matrix_instruction(target: &str, kernel: &str) -> Option<&'stati
         "sm_80" | "sm_90a" => Some("mma.sync"),
         _ => None,
     }
+}
+
+/// Whether `kernel` is a forward kernel that is only a stub on `target` (never launched).
+fn is_stub(target: &str, kernel: &str) -> bool {
+    use attn_abi::{DType, FwdVariant};
+    use attn_kernels::fwd::policy::{Family, instantiated};
+    let Some(family) = Family::of_arch(target) else {
+        return false;
+    };
+    let Some(rest) = kernel.strip_prefix("attn_fwd_") else {
+        return false;
+    };
+    let mut parts = rest.split('_');
+    let dtype = match parts.next() {
+        Some("f16") => DType::F16,
+        Some("bf16") => DType::Bf16,
+        Some("f32") => DType::F32,
+        _ => return false,
+    };
+    let Some(d) = parts
+        .next()
+        .and_then(|d| d.strip_prefix('d'))
+        .and_then(|d| d.parse().ok())
+    else {
+        return false;
+    };
+    let variant = match parts.next() {
+        None => FwdVariant::Plain,
+        Some("varlen") => FwdVariant::Varlen,
+        Some("pieces") => FwdVariant::Pieces,
+        _ => return false,
+    };
+    !instantiated(family, dtype, d, variant)
 }
 
 impl Kernel {
@@ -287,6 +321,11 @@ mod tests {
         }
         assert_eq!(r("gfx1100", "attn_fwd_f16_d32"), Some("v_wmma"));
         assert_eq!(r("gfx1100", "attn_fwd_bf16_d128"), Some("v_wmma"));
+        // Stubs (not built for the target) need none; the same kernel elsewhere does.
+        assert_eq!(r("gfx1100", "attn_fwd_bf16_d256_pieces"), None);
+        assert_eq!(r("sm_80", "attn_fwd_f16_d256_pieces"), None);
+        assert_eq!(r("sm_90a", "attn_fwd_f16_d256_pieces"), Some("mma.sync"));
+        assert_eq!(r("gfx942", "attn_fwd_f16_d64_varlen"), Some("v_mfma"));
         for t in ["sm_80", "sm_90a"] {
             assert_eq!(r(t, "attn_fwd_f16_d128"), Some("mma.sync"));
             assert_eq!(r(t, "attn_fwd_bf16_d64"), Some("mma.sync"));

@@ -1,17 +1,15 @@
-//! The `attn_dropout_mask` kernel: the part of the `return_dropout_randval` tensor that the
-//! forward kernel does not write.
+//! The `attn_dropout_mask` kernel: the `return_dropout_randval` tensor.
 //!
-//! The forward writes `keep_ij` (u8, 1 = kept) for every position it computes: the visible ones.
-//! This kernel writes every other position of the logical `[nb, Hq, max_sq, max_sk]` tensor:
-//! `keep_ij` where `i < Sq_b` and `j` is below the sequence's key count (batch: `Sk`, varlen: its
+//! It writes every position of the logical `[nb, Hq, max_sq, max_sk]` u8 tensor: `keep_ij`
+//! (1 = kept) where `i < Sq_b` and `j` is below the sequence's key count (batch: `Sk`, varlen: its
 //! `cu_seqlens_k` length; masked positions and keys past `seqused_k` included), 0 in the varlen
-//! padding past a sequence's lengths. The two write disjoint positions (the same visibility
-//! predicate decides), so the launch order does not matter; the host runs this one first.
+//! padding past a sequence's lengths. The bits come from the same [`Dropout`] piece the forward
+//! applies through its atom's lane map (the forward does not write the tensor: the registers its
+//! writes took spilled the D = 256 kernels).
 //!
 //! Grid `(ceil(max_sq · ceil(max_sk / 8) / 128), Hq, nb)`, 128 threads: one thread per row and
 //! aligned 8-key group, one Philox draw each (the same [`Dropout`] piece as the forward).
 use crate::arch::{block_idx, thread_idx};
-use crate::mask::Mask;
 use crate::score::Dropout;
 use crate::seq::SeqInfo;
 use attn_abi::FwdParams;
@@ -29,7 +27,6 @@ pub fn run(p: &FwdParams) {
         return;
     };
     let seq = SeqInfo::resolve(&p, b);
-    let mask = Mask::from_params(&p, seq.sq, seq.sk);
     let (mq, mk) = (p.max_seqlen_q as u64, p.max_seqlen_k as u64);
     let groups = mk.div_ceil(8);
     let idx = x as u64 * THREADS as u64 + thread_idx() as u64;
@@ -43,9 +40,6 @@ pub fn run(p: &FwdParams) {
         .wrapping_offset((b as i64 * s[0] + h as i64 * s[1] + i * s[2]) as isize);
     let in_rows = i < seq.sq as i64;
     for j in 8 * g..(8 * g + 8).min(mk as i64) {
-        if in_rows && mask.visible(i, j) {
-            continue; // the forward kernel writes it
-        }
         let bit = in_rows && j < seq.sk_total as i64 && dr.keep(&w, j);
         // SAFETY: i < max_sq and j < max_sk index the mask tensor, whose extent the host
         // checked for that logical shape (key stride 1).

@@ -222,18 +222,7 @@ pub fn run<
     } else {
         Scores::plain(&p)
     };
-    let dropout = if PIECES {
-        Dropout::new(&p, b, h)
-    } else {
-        None
-    };
-    let randval = if PIECES && p.randval != 0 {
-        let s = p.randval_strides;
-        (p.randval as *mut u8).wrapping_offset((b as i64 * s[0] + h64 * s[1]) as isize)
-    } else {
-        core::ptr::null_mut()
-    };
-
+    let dropout = if PIECES { Dropout::new(&p, b, h) } else { None };
     // Shared memory: q_s [BLOCK_M, dp], k_s and v_s [BLOCK_N, dp] (the same buffer unless
     // SPLIT_KV), p_s [BLOCK_M, pp] (one slab per wave; only for atoms without P_IN_REGISTERS).
     let q_s = dyn_smem().cast::<A::E>();
@@ -441,18 +430,8 @@ pub fn run<
                         if v == 0 || A::key_group(v) != A::key_group(v - 1) {
                             w = dr.draw(i, j);
                         }
-                        let keep = dr.keep(&w, j);
-                        if !keep {
+                        if !dr.keep(&w, j) {
                             s[t][tn][v] = 0.0;
-                        }
-                        if !randval.is_null() && i < sq as i64 && mask.visible(i, j) {
-                            // SAFETY: i < Sq_b <= max_sq and j < Sk_b <= max_sk are inside the
-                            // mask tensor (host validated); the hidden positions are written by
-                            // the `attn_dropout_mask` kernel.
-                            unsafe {
-                                *randval.offset((i * p.randval_strides[2] + j) as isize) =
-                                    keep as u8
-                            };
                         }
                     }
                 }
@@ -536,9 +515,8 @@ pub fn run<
     let o_base = (p.out as *mut A::E).wrapping_offset(
         (bt * p.o_strides[0] + seq.q0 as i64 * p.o_strides[1] + h64 * p.o_strides[2]) as isize,
     );
-    let lse_base = (p.lse as *mut f32).wrapping_offset(
-        (bt * p.lse_strides[0] + h64 * p.lse_strides[1] + seq.q0 as i64) as isize,
-    );
+    let lse_base = (p.lse as *mut f32)
+        .wrapping_offset((bt * p.lse_strides[0] + h64 * p.lse_strides[1] + seq.q0 as i64) as isize);
     for t in 0..TM {
         let mut inv = A::Rows::default();
         let mut lse = A::Rows::default();

@@ -67,6 +67,22 @@ pub struct FwdTile {
     pub p_in_smem: bool,
 }
 
+/// Whether the kernel for (`family`, `dtype`, head-dim bucket `d`, `variant`) is built.
+///
+/// Every kernel symbol exists on every target, but these few are empty stubs: their tiles do not
+/// fit the register file without spilling (`cargo xtask build-kernels` refuses spills), so the
+/// host rejects such a call as `Unsupported` before any launch. RDNA3's 16-bit pieces at D >= 128
+/// and varlen at D = 256; sm_80 code's 16-bit pieces at D = 256 (sm_90a builds them).
+pub const fn instantiated(family: Family, dtype: DType, d: usize, variant: FwdVariant) -> bool {
+    let half = !matches!(dtype, DType::F32);
+    !match (family, variant) {
+        (Family::Rdna3, FwdVariant::Pieces) => half && d >= 128,
+        (Family::Rdna3, FwdVariant::Varlen) => half && d >= 256,
+        (Family::Sm80, FwdVariant::Pieces) => half && d >= 256,
+        _ => false,
+    }
+}
+
 /// The tile of the plain variant ([`fwd_tile_of`] with [`FwdVariant::Plain`]).
 pub const fn fwd_tile(family: Family, dtype: DType, d: usize) -> FwdTile {
     fwd_tile_of(family, dtype, d, FwdVariant::Plain)
@@ -103,7 +119,8 @@ pub const fn fwd_tile_of(family: Family, dtype: DType, d: usize, variant: FwdVar
     }
     let (tm, block_n) = match (family, d) {
         (Family::Cdna, _) if pieces => (1, 32),
-        (Family::Rdna3 | Family::Sm80 | Family::Sm90, 256) if pieces => (1, 16),
+        (Family::Rdna3, 128 | 256) if pieces => (1, 16),
+        (Family::Sm80 | Family::Sm90, 256) if pieces => (1, 16),
         (Family::Rdna3, _) if pieces => (1, 32),
         (_, 32 | 64) if pieces => (1, 64),
         _ if pieces => (1, 32),
