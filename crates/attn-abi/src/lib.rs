@@ -113,6 +113,10 @@ pub const FLAG_VARLEN: u32 = 8;
 pub const FLAG_BIAS_F32: u32 = 16;
 /// `flags` bit: dropout is active (`p > 0`, even when the threshold rounds to 0).
 pub const FLAG_DROPOUT: u32 = 32;
+/// `flags` bit: the bias's keys are contiguous and every bias row starts 16-byte aligned, so the
+/// forward stages its bias tiles in shared memory with asynchronous 16-byte copies (otherwise
+/// with element copies).
+pub const FLAG_BIAS_VEC16: u32 = 64;
 /// `window_left` / `window_right` value meaning "unbounded on this side".
 pub const WINDOW_UNBOUNDED: i32 = i32::MAX;
 

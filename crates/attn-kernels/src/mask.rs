@@ -51,6 +51,20 @@ impl Mask {
         self.left.is_none_or(|l| j >= d - l) && self.right.is_none_or(|r| j <= d + r)
     }
 
+    /// `(lo, hi)` such that `j` is visible to `i` iff `i + lo <= j <= i + hi` and `0 <= j < sk`,
+    /// for branch-free tests (an unbounded side is a bound no sequence reaches, `±2^40`).
+    #[inline(always)]
+    pub fn diagonal_bounds(&self) -> (i64, i64) {
+        const FAR: i64 = 1 << 40;
+        if !self.window {
+            return (-FAR, FAR);
+        }
+        (
+            self.left.map_or(-FAR, |l| self.off - l),
+            self.right.map_or(FAR, |r| self.off + r),
+        )
+    }
+
     /// Whether every key of `cols` is visible to every query of `rows` (both non-empty): such a
     /// block needs no per-element masking.
     #[inline(always)]
@@ -180,6 +194,19 @@ mod tests {
                         all,
                         "{m:?} rows {r0}..{r1} cols {c0}..{c1}"
                     );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn diagonal_bounds_agree_with_visible() {
+        for m in masks() {
+            let (lo, hi) = m.diagonal_bounds();
+            for i in 0..45 {
+                for j in 0..m.sk + 3 {
+                    let fast = j >= i + lo && j <= i + hi && j < m.sk;
+                    assert_eq!(fast, m.visible(i, j), "{m:?} i={i} j={j}");
                 }
             }
         }

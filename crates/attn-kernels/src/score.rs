@@ -14,8 +14,10 @@
 //! and dropout multiplies the probability `P_ij` by `Z_ij = keep_ij / (1 - p)` (the `1/(1 - p)`
 //! is applied once to the output row). Each piece is a small `Copy` value built from the kernel
 //! parameters for one `(sequence, head)`, with its forward map and, for the backward, its
-//! derivative. [`Scores`] composes them; a piece that the call does not use is `None` and costs
-//! one uniform branch.
+//! derivative. [`Scores`] composes softcap and ALiBi with a bias term that the caller reads: the
+//! forward stages bias tiles in shared memory with the K tiles (coalesced, asynchronous) and
+//! reads them through the atom's lane map; [`Bias::at`] reads one element from global memory. A
+//! piece that the call does not use is `None` and costs one uniform branch.
 //!
 //! Visibility (the mask) is not a score piece: it is [`crate::mask::Mask`], applied by the caller
 //! before a score is computed (a hidden element's bias is never read).
@@ -33,20 +35,18 @@ const LN_2: f32 = core::f32::consts::LN_2;
 #[inline(always)]
 #[allow(clippy::excessive_precision)] // Cephes' coefficients, as published
 pub fn tanh(x: f32) -> f32 {
+    // Both branches are computed and one is selected: no branch per element in the kernels.
     let a = x.abs();
-    if a < 0.625 {
-        let z = x * x;
-        let p = ((((-5.704_988_7e-3 * z + 2.063_908_9e-2) * z - 5.373_971_6e-2) * z
-            + 1.333_144_2e-1)
-            * z
-            - 3.333_328_2e-1)
-            * z;
-        p * x + x
-    } else {
-        let e = exp2(2.0 * LOG2_E * a);
-        let t = 1.0 - 2.0 * rcp(e + 1.0);
-        if x < 0.0 { -t } else { t }
-    }
+    let z = x * x;
+    let p = ((((-5.704_988_7e-3 * z + 2.063_908_9e-2) * z - 5.373_971_6e-2) * z + 1.333_144_2e-1)
+        * z
+        - 3.333_328_2e-1)
+        * z;
+    let small = p * x + x;
+    let e = exp2(2.0 * LOG2_E * a);
+    let t = 1.0 - 2.0 * rcp(e + 1.0);
+    let large = f32::from_bits(t.to_bits() | (x.to_bits() & 0x8000_0000));
+    if a < 0.625 { small } else { large }
 }
 
 /// `s = cap · tanh(scale · r / cap)`, in the log2 domain.
@@ -59,6 +59,12 @@ pub struct Softcap {
 }
 
 impl Softcap {
+    /// A placeholder for calls without softcap (never applied).
+    pub const IDENTITY: Softcap = Softcap {
+        inner: 0.0,
+        outer: 0.0,
+    };
+
     /// The softcap of `p` (`p.softcap > 0`), with the softmax scale `p.scale_log2 / log2(e)`.
     #[inline(always)]
     pub fn new(p: &FwdParams) -> Option<Self> {
@@ -166,8 +172,6 @@ pub struct Scores {
     pub scale_log2: f32,
     /// Softcap, if any.
     pub softcap: Option<Softcap>,
-    /// Additive bias, if any.
-    pub bias: Option<Bias>,
     /// ALiBi, if any.
     pub alibi: Option<Alibi>,
 }
@@ -179,8 +183,16 @@ impl Scores {
         Scores {
             scale_log2: p.scale_log2,
             softcap: Softcap::new(p),
-            bias: Bias::new::<E>(p, b, h),
             alibi: Alibi::new(p, b, h, off),
+        }
+    }
+
+    /// ALiBi's `(slope · log2(e), off)`, `(0, 0)` without ALiBi (its term is then 0: branch-free).
+    #[inline(always)]
+    pub fn alibi_terms(&self) -> (f32, i64) {
+        match self.alibi {
+            Some(a) => (a.slope, a.off),
+            None => (0.0, 0),
         }
     }
 
@@ -190,25 +202,20 @@ impl Scores {
         Scores {
             scale_log2: p.scale_log2,
             softcap: None,
-            bias: None,
             alibi: None,
         }
     }
 
-    /// The log2-domain logit `x_ij` of the raw product `r` at local `(i, j)`.
-    ///
-    /// # Safety
-    /// `(i, j)` is inside the sequence (see [`Bias::at`]).
+    /// The log2-domain logit `x_ij` of the raw product `r` at local `(i, j)`, with the bias
+    /// term `bias` (`log2(e) · bias_ij`, 0 without a bias) already read by the caller: from the
+    /// shared-memory tile, or through [`Bias::at`].
     #[inline(always)]
-    pub unsafe fn logit<E: Element>(&self, r: f32, i: i64, j: i64) -> f32 {
+    pub fn logit(&self, r: f32, i: i64, j: i64, bias: f32) -> f32 {
         let mut x = match self.softcap {
             Some(c) => c.apply(r),
             None => r * self.scale_log2,
         };
-        if let Some(b) = self.bias {
-            // SAFETY: the caller's contract.
-            x += unsafe { b.at::<E>(i, j) };
-        }
+        x += bias;
         if let Some(a) = self.alibi {
             x += a.at(i, j);
         }

@@ -5,8 +5,8 @@
 //! The 32-lane atoms (sm80 `mma.sync`, RDNA3 WMMA) run by default, CDNA's 64-lane MFMA atom with
 //! `cargo test -p attn-kernels --features host-wave64`.
 use attn_abi::{
-    FLAG_BIAS_F32, FLAG_DROPOUT, FLAG_VARLEN, FwdParams, MASK_BOTTOM_RIGHT, MASK_WINDOW,
-    WINDOW_UNBOUNDED,
+    FLAG_BIAS_F32, FLAG_BIAS_VEC16, FLAG_DROPOUT, FLAG_VARLEN, FwdParams, MASK_BOTTOM_RIGHT,
+    MASK_WINDOW, WINDOW_UNBOUNDED,
 };
 use attn_kernels::arch::host::launch;
 use attn_kernels::atom::MmaAtom;
@@ -32,6 +32,7 @@ fn check<
     p: &Problem,
     input_seed: u64,
     device_seed: bool,
+    bias_tile: bool,
 ) {
     let x = Inputs::random(p, input_seed, 1.0);
     let (q, k, v) = (f16s(&x.q), f16s(&x.k), f16s(&x.v));
@@ -44,21 +45,49 @@ fn check<
     let mut lse = vec![f32::NAN; p.lse_len().max(1)];
     let [mb, mh, mr, mc] = p.bias_shape();
     let mut randval = vec![0xAAu8; (mb * mh * mr * mc).max(1)];
-    // The bias keeps the reference tensor's strides (zeros where it broadcasts).
-    let (bias16, bias32, bias_strides) = match (&x.bias, &p.bias) {
+    // The bias keeps the reference tensor's broadcast (zero) strides; with `bias_tile` its rows
+    // are padded to 16 bytes in a 16-byte aligned buffer, so the kernel stages it in shared
+    // memory (FLAG_BIAS_VEC16), otherwise every element is read from global memory.
+    let (bias_buf, bias_strides) = match (&x.bias, &p.bias) {
         (Some(t), Some(spec)) => {
-            let st = t.strides.map(|s| s as i64);
-            if spec.dtype == Dtype::F32 {
-                (vec![], t.data.clone(), st)
+            let es = if spec.dtype == Dtype::F32 { 4 } else { 2 };
+            let row = if bias_tile {
+                mc.next_multiple_of(16 / es) + 16 / es
             } else {
-                (
-                    t.data.iter().map(|&f| F16::from_f32(f)).collect(),
-                    vec![],
-                    st,
-                )
+                mc
+            };
+            let mut st = [0i64, 0, 0, 1];
+            let mut span = row as i64;
+            for dim in [2usize, 1, 0] {
+                if t.strides[dim] != 0 {
+                    st[dim] = span;
+                    span *= t.shape[dim] as i64;
+                }
             }
+            let mut buf = vec![0u128; (span as usize * es).div_ceil(16) + 1];
+            let base = buf.as_mut_ptr().cast::<u8>();
+            for idx in 0..mb * mh * mr * mc {
+                let (bb, hh, ii, jj) = (
+                    idx / (mh * mr * mc),
+                    idx / (mr * mc) % mh,
+                    idx / mc % mr,
+                    idx % mc,
+                );
+                let at = (bb as i64 * st[0] + hh as i64 * st[1] + ii as i64 * st[2] + jj as i64)
+                    as usize;
+                let val = t.get([bb, hh, ii, jj]);
+                // SAFETY: `at` < span elements of `es` bytes, inside `buf`.
+                unsafe {
+                    if es == 4 {
+                        *base.cast::<f32>().add(at) = val;
+                    } else {
+                        *base.cast::<F16>().add(at) = F16::from_f32(val);
+                    }
+                }
+            }
+            (buf, st)
         }
-        _ => (vec![], vec![], [0; 4]),
+        _ => (vec![], [0; 4]),
     };
     let bias_f32 = p.bias.is_some_and(|b| b.dtype == Dtype::F32);
     let slopes = p
@@ -107,6 +136,11 @@ fn check<
             0
         } | if p.varlen.is_some() { FLAG_VARLEN } else { 0 }
             | if bias_f32 { FLAG_BIAS_F32 } else { 0 }
+            | if bias_tile && p.bias.is_some() {
+                FLAG_BIAS_VEC16
+            } else {
+                0
+            }
             | if dr.is_some_and(|d| d.p > 0.0) {
                 FLAG_DROPOUT
             } else {
@@ -121,10 +155,10 @@ fn check<
         },
         max_seqlen_q: mq as u32,
         max_seqlen_k: mk as u32,
-        bias: match (bias_f32, p.bias.is_some()) {
-            (_, false) => 0,
-            (true, _) => bias32.as_ptr() as u64,
-            (false, _) => bias16.as_ptr() as u64,
+        bias: if p.bias.is_some() {
+            bias_buf.as_ptr() as u64
+        } else {
+            0
         },
         bias_strides,
         alibi: if slopes.is_empty() {
@@ -164,7 +198,8 @@ fn check<
     let d = ND * A::N;
     assert!(dq.max(dv) <= d);
     let dp = policy::padded(d, 2);
-    let smem = ((block_m + 2 * block_n) * dp + block_m * policy::padded(block_n, 2)) * 2;
+    let smem = ((block_m + 2 * block_n) * dp + block_m * policy::padded(block_n, 2)) * 2
+        + block_m * policy::padded(block_n, 4) * 4;
     if dr.is_some() {
         let pairs = mq * mk.div_ceil(8);
         let grid = (pairs.div_ceil(128).max(1) as u32, hq as u32, nb as u32);
@@ -205,7 +240,7 @@ fn varlen_everything(d: usize) -> Problem {
     let nseq = 4;
     Problem::varlen(
         Dtype::F16,
-        &[(37, 45), (0, 9), (20, 0), (70, 33)],
+        &[(37, 45), (0, 9), (20, 0), (50, 33)],
         4,
         2,
         d,
@@ -242,8 +277,8 @@ fn batch_window(d: usize) -> Problem {
 fn pieces_on_the_sm80_atom() {
     use attn_kernels::atom::sm80_m16n8k16::Sm80M16N8K16;
     // 4 warps × 16 rows; BLOCK_N = 2 · 8; D = 4 · 8.
-    check::<Sm80M16N8K16<F16>, 4, 1, 2, 4, 1, true>(&varlen_everything(32), seed(), false);
-    check::<Sm80M16N8K16<F16>, 4, 1, 2, 4, 1, false>(&batch_window(32), seed(), true);
+    check::<Sm80M16N8K16<F16>, 4, 1, 2, 4, 1, true>(&varlen_everything(32), seed(), false, true);
+    check::<Sm80M16N8K16<F16>, 4, 1, 2, 4, 1, false>(&batch_window(32), seed(), true, false);
 }
 
 #[cfg(not(feature = "host-wave64"))]
@@ -251,8 +286,13 @@ fn pieces_on_the_sm80_atom() {
 fn pieces_on_the_wmma_atom() {
     use attn_kernels::atom::rdna3_wmma::Rdna3Wmma16x16x16;
     // 4 waves × 16 rows; BLOCK_N = 16; D = 2 · 16.
-    check::<Rdna3Wmma16x16x16<F16>, 4, 1, 1, 2, 1, false>(&varlen_everything(32), seed(), true);
-    check::<Rdna3Wmma16x16x16<F16>, 4, 1, 1, 2, 1, false>(&batch_window(32), seed(), false);
+    check::<Rdna3Wmma16x16x16<F16>, 4, 1, 1, 2, 1, false>(
+        &varlen_everything(32),
+        seed(),
+        true,
+        false,
+    );
+    check::<Rdna3Wmma16x16x16<F16>, 4, 1, 1, 2, 1, false>(&batch_window(32), seed(), false, true);
 }
 
 #[cfg(feature = "host-wave64")]
@@ -260,6 +300,11 @@ fn pieces_on_the_wmma_atom() {
 fn pieces_on_the_mfma_atom() {
     use attn_kernels::atom::cdna_mfma::CdnaMfma32x32x8;
     // 2 waves × 32 rows; BLOCK_N = 32; D = 32.
-    check::<CdnaMfma32x32x8<F16>, 2, 1, 1, 1, 4, false>(&varlen_everything(32), seed(), false);
-    check::<CdnaMfma32x32x8<F16>, 2, 1, 1, 1, 4, false>(&batch_window(32), seed(), true);
+    check::<CdnaMfma32x32x8<F16>, 2, 1, 1, 1, 4, false>(
+        &varlen_everything(32),
+        seed(),
+        false,
+        true,
+    );
+    check::<CdnaMfma32x32x8<F16>, 2, 1, 1, 1, 4, false>(&batch_window(32), seed(), true, false);
 }

@@ -156,4 +156,6 @@ pub fn fma(a: f32, b: f32, c: f32) -> f32 {
     a.mul_add(b, c)
 }
 
-pub use super::soft::{async_commit, async_wait_all, copy16_async, pack_bf16x2, pack_f16x2};
+pub use super::soft::{
+    async_commit, async_wait_all, copy16_async, copy16_async_part, pack_bf16x2, pack_f16x2,
+};

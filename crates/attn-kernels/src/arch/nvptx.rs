@@ -147,6 +147,26 @@ pub unsafe fn copy16_async(dst: *mut u8, src: *const u8, valid: bool) {
     }
 }
 
+/// Copies the first `bytes` (0..=16) of a 16-byte chunk from global `src` to shared `dst`
+/// asynchronously (`cp.async.cg` with a source size) and zero-fills the rest of the chunk.
+/// Completes at [`async_wait_all`].
+///
+/// # Safety
+/// `dst` and `src` are 16-byte aligned; `src` is readable for `bytes` bytes; `bytes <= 16`.
+#[inline(always)]
+pub unsafe fn copy16_async_part(dst: *mut u8, src: *const u8, bytes: u32) {
+    // SAFETY: forwarded from the caller; only `bytes` source bytes are read.
+    unsafe {
+        core::arch::asm!(
+            "cp.async.cg.shared.global [{d}], [{s}], 16, {n};",
+            d = in(reg32) smem_u32(dst),
+            s = in(reg64) src,
+            n = in(reg32) bytes,
+            options(nostack)
+        );
+    }
+}
+
 /// Closes the group of copies issued since the last commit (`cp.async.commit_group`).
 #[inline(always)]
 pub fn async_commit() {

@@ -21,6 +21,25 @@ pub unsafe fn copy16_async(dst: *mut u8, src: *const u8, valid: bool) {
     }
 }
 
+/// Copies the first `bytes` (0..=16, a multiple of 2) of a 16-byte chunk from `src` to `dst` and
+/// zero-fills the rest (synchronously).
+///
+/// # Safety
+/// `dst` and `src` are 16-byte aligned; `src` is readable for `bytes` bytes; `bytes <= 16`.
+#[inline(always)]
+pub unsafe fn copy16_async_part(dst: *mut u8, src: *const u8, bytes: u32) {
+    if bytes >= 16 {
+        // SAFETY: the whole chunk is readable (the caller's contract).
+        unsafe { copy16_async(dst, src, true) };
+        return;
+    }
+    let (d, s) = (dst.cast::<u16>(), src.cast::<u16>());
+    for h in 0..8 {
+        // SAFETY: half-word h is read only when it lies within `bytes`; dst is a 16-byte chunk.
+        unsafe { *d.add(h) = if 2 * (h as u32) < bytes { *s.add(h) } else { 0 } };
+    }
+}
+
 /// Closes a group of copies (nothing to do: copies here are synchronous).
 #[inline(always)]
 pub fn async_commit() {}

@@ -23,15 +23,16 @@
 //! P tile. Tiles are copied 16 bytes at a time when every row is 16-byte aligned
 //! ([`attn_abi::FLAG_VEC16`]), element by element otherwise.
 use crate::arch::{
-    WAVE, async_commit, async_wait_all, block_idx, copy16_async, dyn_smem, exp2, fma, lane_id,
-    log2, rcp, shfl_xor_f32, sync_threads, thread_idx, wave_id,
+    WAVE, async_commit, async_wait_all, block_idx, copy16_async, copy16_async_part, dyn_smem, exp2,
+    fma, lane_id, log2, rcp, shfl_idx_u32, shfl_xor_f32, sync_threads, thread_idx, wave_id,
 };
 use crate::atom::MmaAtom;
 use crate::mask::Mask;
 use crate::numeric::{Element, LN_2};
-use crate::score::{Dropout, Scores};
+const LOG2_E: f32 = core::f32::consts::LOG2_E;
+use crate::score::{Dropout, Scores, Softcap};
 use crate::seq::SeqInfo;
-use attn_abi::{FLAG_VEC16, FwdParams};
+use attn_abi::{FLAG_BIAS_F32, FLAG_BIAS_VEC16, FLAG_VEC16, FwdParams};
 
 pub mod dropout_mask;
 
@@ -53,9 +54,15 @@ struct TileCopy<E> {
     cols: usize,
     src: *const E,
     src_stride: i64,
+    /// Element stride of the source columns in the element path (1 except for some biases; the
+    /// 16-byte path needs 1).
+    src_col: i64,
     rows_valid: usize,
     cols_valid: usize,
     zero_tail: bool,
+    /// `cols_valid` need not be a multiple of a chunk: the chunk that straddles it is copied in
+    /// part (the bias tile, whose columns are keys).
+    part_cols: bool,
 }
 
 impl<E: Element> TileCopy<E> {
@@ -65,7 +72,8 @@ impl<E: Element> TileCopy<E> {
     /// # Safety
     /// Source rows `r < rows_valid` are readable for `cols_valid` elements; `dst` holds `rows`
     /// rows of `dst_stride >= cols` elements of shared memory. With `vec16`, every source row and
-    /// `dst` row start is 16-byte aligned and `cols_valid` is a multiple of `16 / size_of::<E>()`.
+    /// `dst` row start is 16-byte aligned and `cols_valid` is a multiple of `16 / size_of::<E>()`
+    /// unless `part_cols`.
     #[inline(always)]
     unsafe fn issue(self, vec16: bool) {
         let threads = policy::THREADS as usize;
@@ -84,15 +92,22 @@ impl<E: Element> TileCopy<E> {
                 } else {
                     self.src
                 };
-                // SAFETY: `dst` row r, chunk c is inside the tile and aligned; `src` is read only
-                // when valid, and then it is in bounds and aligned (the caller's contract).
-                unsafe {
-                    copy16_async(
-                        self.dst.add(r * self.dst_stride + c).cast(),
-                        src.cast(),
-                        valid,
-                    )
-                };
+                let dst = self.dst.wrapping_add(r * self.dst_stride + c).cast();
+                if self.part_cols {
+                    let n = if valid {
+                        (self.cols_valid - c).min(per)
+                    } else {
+                        0
+                    };
+                    let bytes = (n * core::mem::size_of::<E>()) as u32;
+                    // SAFETY: as below; only the `n` valid elements of the chunk are read.
+                    unsafe { copy16_async_part(dst, src.cast(), bytes) };
+                } else {
+                    // SAFETY: `dst` row r, chunk c is inside the tile and aligned; `src` is read
+                    // only when valid, and then it is in bounds and aligned (the caller's
+                    // contract).
+                    unsafe { copy16_async(dst, src.cast(), valid) };
+                }
                 idx += threads;
             }
         } else {
@@ -104,9 +119,10 @@ impl<E: Element> TileCopy<E> {
                 let x = if r < live && c < self.cols_valid {
                     // SAFETY: in bounds by the caller's contract.
                     unsafe {
-                        *self
-                            .src
-                            .offset(r as isize * self.src_stride as isize + c as isize)
+                        *self.src.offset(
+                            r as isize * self.src_stride as isize
+                                + c as isize * self.src_col as isize,
+                        )
                     }
                 } else {
                     E::ZERO
@@ -126,6 +142,144 @@ fn row_allreduce<A: MmaAtom>(mut x: f32, op: impl Fn(f32, f32) -> f32) -> f32 {
         x = op(x, shfl_xor_f32(x, A::ROW_XOR[i]));
     }
     x
+}
+
+/// What the score pieces of one key block need: where the block sits, its mask, the pieces, and
+/// the bias tile in shared memory.
+#[derive(Clone, Copy)]
+struct ScoreTile {
+    lane: u32,
+    row0: usize,
+    m0: usize,
+    n0: usize,
+    sq: usize,
+    full: bool,
+    mask: Mask,
+    scores: Scores,
+    b_s: *const u8,
+    bp: usize,
+}
+
+impl ScoreTile {
+    /// `s = logit(s)` on visible elements, `-inf` elsewhere, for a `[TM][TN]` fragment tile;
+    /// `SOFTCAP` and `BIAS` (0 none, 1 in the element type, 2 f32) are the pieces present.
+    #[inline(always)]
+    #[allow(clippy::needless_range_loop)]
+    fn apply<A: MmaAtom, const TM: usize, const TN: usize, const SOFTCAP: bool, const BIAS: u8>(
+        self,
+        s: &mut [[A::C; TN]; TM],
+    ) {
+        // 32-bit indices (registers): `d = j - i` lies in (-2^31, 2^31) for any valid lengths,
+        // so the diagonal bounds clamp to i32 without changing any comparison.
+        let (lo, hi) = self.mask.diagonal_bounds();
+        let clamp = |x: i64| x.clamp(i32::MIN as i64, i32::MAX as i64) as i32;
+        let (lo, hi) = (clamp(lo), clamp(hi));
+        let (sk, sq) = (self.mask.sk as i32, self.sq as i32);
+        let (slope, a_off) = self.scores.alibi_terms();
+        let cap = self.scores.softcap.unwrap_or(Softcap::IDENTITY);
+        for t in 0..TM {
+            for tn in 0..TN {
+                for v in 0..A::C_VALS {
+                    let (r, cc) = A::c_coord(self.lane, v);
+                    let (ri, cj) = (self.row0 + t * A::M + r, tn * A::N + cc);
+                    let (i, j) = ((self.m0 + ri) as i32, (self.n0 + cj) as i32);
+                    let d = j - i;
+                    // Rows past Sq_b are never stored; `&` and `|`, not `&&`: no branches.
+                    let vis = (i < sq) & (self.full | ((d >= lo) & (d <= hi) & (j < sk)));
+                    let raw = s[t][tn][v];
+                    let mut x = if SOFTCAP {
+                        cap.apply(raw)
+                    } else {
+                        raw * self.scores.scale_log2
+                    };
+                    let at = ri * self.bp + cj;
+                    // SAFETY: ri < BLOCK_M and cj < BLOCK_N index inside b_s (Pieces kernels
+                    // always reserve it), which holds this block's bias when BIAS > 0.
+                    if BIAS == 1 {
+                        x += unsafe { (*self.b_s.cast::<A::E>().add(at)).to_f32() } * LOG2_E;
+                    } else if BIAS == 2 {
+                        x += unsafe { *self.b_s.cast::<f32>().add(at) } * LOG2_E;
+                    }
+                    x -= slope * (a_off - d as i64).unsigned_abs() as f32;
+                    s[t][tn][v] = if vis { x } else { f32::NEG_INFINITY };
+                }
+            }
+        }
+    }
+}
+
+/// Zeroes the dropped elements of one `[A::M, TN · A::N]` row tile of P (first row `i0`, first
+/// key `n0`).
+///
+/// One Philox draw covers the 8 keys of one row's aligned key group, and the lanes of a row
+/// group (`A::ROW_XOR`: the lanes that together hold a row) all need the same draws. So each of
+/// the `G` lanes of a group computes every `G`-th draw and the group exchanges the four words of
+/// each draw by shuffles: `1/G` of the Philox work (4 for mma.sync and FMA, 2 for MFMA and WMMA)
+/// for four shuffles per draw.
+#[inline(always)]
+#[allow(clippy::needless_range_loop)]
+fn apply_dropout<A: MmaAtom, const TN: usize>(
+    dr: &Dropout,
+    s: &mut [A::C; TN],
+    lane: u32,
+    i0: i64,
+    n0: usize,
+) {
+    let nx = A::ROW_XOR.len();
+    let g = 1usize << nx;
+    let mut all = 0u32; // the lane bits that the group's members differ in
+    let mut me = 0usize; // this lane's index in its group
+    for b in 0..nx {
+        all |= A::ROW_XOR[b];
+        if lane & A::ROW_XOR[b] != 0 {
+            me |= 1 << b;
+        }
+    }
+    let draws = TN * A::KEY_GROUPS;
+    // The (row, key) of value `v0`, the first of key group `kg`, in fragment `tn`.
+    let at = move |tn: usize, kg: usize| {
+        let mut v0 = 0;
+        for v in (0..A::C_VALS).rev() {
+            if A::key_group(v) == kg {
+                v0 = v;
+            }
+        }
+        let (r, cc) = A::c_coord(lane, v0);
+        (i0 + r as i64, (n0 + tn * A::N + cc) as i64)
+    };
+    for round in 0..draws.div_ceil(g) {
+        // This lane's draw of the round (past the last draw it is computed and unused).
+        let d = (round * g + me).min(draws - 1);
+        let (i, j) = at(d / A::KEY_GROUPS, d % A::KEY_GROUPS);
+        let own = dr.draw(i, j);
+        for o in 0..g {
+            let d = round * g + o;
+            if d >= draws {
+                break;
+            }
+            let (tn, kg) = (d / A::KEY_GROUPS, d % A::KEY_GROUPS);
+            let mut src = lane & !all;
+            for b in 0..nx {
+                if o & (1 << b) != 0 {
+                    src |= A::ROW_XOR[b];
+                }
+            }
+            let w = [
+                shfl_idx_u32(own[0], src),
+                shfl_idx_u32(own[1], src),
+                shfl_idx_u32(own[2], src),
+                shfl_idx_u32(own[3], src),
+            ];
+            for v in 0..A::C_VALS {
+                if A::key_group(v) == kg {
+                    let j = (n0 + tn * A::N + A::c_coord(lane, v).1) as i64;
+                    if !dr.keep(&w, j) {
+                        s[tn][v] = 0.0;
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Runs one block of the forward pass.
@@ -187,8 +341,8 @@ pub fn run<
     // Varlen grids cover the longest sequence; a shorter one's surplus blocks leave at once
     // (uniformly: the whole block returns before any barrier).
     let m_blocks = sq.div_ceil(block_m);
-    if m_blk as usize >= m_blocks {
-        return;
+    if VARLEN && m_blk as usize >= m_blocks {
+        return; // (batch grids have exactly m_blocks blocks)
     }
     // With a causal/window mask the query blocks near the end of a bottom-right (or the
     // start of a top-left) diagonal see the most keys. Blocks are dispatched in launch order,
@@ -233,6 +387,64 @@ pub fn run<
         k_s
     };
     let p_s = v_s.wrapping_add(block_n * dp);
+    // b_s [BLOCK_M, bp]: the bias tile of the current key block, in the bias's type (Pieces with
+    // a bias). 16-byte asynchronous copies when the host set FLAG_BIAS_VEC16 (keys contiguous,
+    // every row 16-byte aligned), element copies otherwise.
+    let p_bytes = if A::P_IN_REGISTERS {
+        0
+    } else {
+        block_m * pp * esize
+    };
+    let b_s = p_s.cast::<u8>().wrapping_add(p_bytes);
+    let bias_on = PIECES && p.bias != 0;
+    let bias_vec16 = p.flags & FLAG_BIAS_VEC16 != 0;
+    let bias_f32 = p.flags & FLAG_BIAS_F32 != 0;
+    let bes = if bias_f32 { 4 } else { esize };
+    let bp = policy::padded(block_n, bes); // row stride of b_s, in bias elements
+    let bias_base = (p.bias as *const u8).wrapping_offset(
+        ((b as i64 * p.bias_strides[0] + h64 * p.bias_strides[1]) * bes as i64) as isize,
+    );
+    // SAFETY (of calls): rows m0.. < Sq_b and keys n0.. < Sk_b of this (b, h) lie inside the
+    // bias the host validated for its logical shape; with FLAG_BIAS_VEC16 every row is 16-byte
+    // aligned and keys are contiguous.
+    let bias_copy = move |n0: usize| {
+        let off = (m0 as i64 * p.bias_strides[2] + n0 as i64 * p.bias_strides[3]) * bes as i64;
+        let src = bias_base.wrapping_offset(off as isize);
+        let (rows_valid, cols_valid) = (sq.saturating_sub(m0), sk.saturating_sub(n0));
+        if bias_f32 {
+            let c = TileCopy::<f32> {
+                dst: b_s.cast(),
+                dst_stride: bp,
+                rows: block_m,
+                cols: block_n,
+                src: src.cast(),
+                src_stride: p.bias_strides[2],
+                src_col: p.bias_strides[3],
+                rows_valid,
+                cols_valid,
+                zero_tail: false,
+                part_cols: true,
+            };
+            // SAFETY: see above.
+            unsafe { c.issue(bias_vec16) };
+        } else {
+            let c = TileCopy::<A::E> {
+                dst: b_s.cast(),
+                dst_stride: bp,
+                rows: block_m,
+                cols: block_n,
+                src: src.cast(),
+                src_stride: p.bias_strides[2],
+                src_col: p.bias_strides[3],
+                rows_valid,
+                cols_valid,
+                zero_tail: false,
+                part_cols: true,
+            };
+            // SAFETY: see above.
+            unsafe { c.issue(bias_vec16) };
+        }
+    };
 
     let lane = lane_id();
     let row0 = wave_id() as usize * TM * A::M; // first query row of this wave, within the block
@@ -246,9 +458,11 @@ pub fn run<
                 cols: d,
                 src: base.wrapping_offset((n0 as i64 * stride) as isize),
                 src_stride: stride,
+                src_col: 1,
                 rows_valid: sk.saturating_sub(n0),
                 cols_valid: cols,
                 zero_tail,
+                part_cols: false,
             }
         };
     let q_copy = TileCopy {
@@ -258,9 +472,11 @@ pub fn run<
         cols: d,
         src: q_base.wrapping_offset((m0 as i64 * p.q_strides[1]) as isize),
         src_stride: p.q_strides[1],
+        src_col: 1,
         rows_valid: sq.saturating_sub(m0),
         cols_valid: dq,
         zero_tail: false,
+        part_cols: false,
     };
 
     // o: [TM][ND] fragments = [TM·M, D] f32 rows of this wave; m: running row max in exp2 units
@@ -279,6 +495,8 @@ pub fn run<
     // `2^(s·c - m)`. Other scales (0, negative) and the score pieces produce log2-domain logits
     // first, and `c = 1`.
     let fold = !PIECES && p.scale_log2 > 0.0;
+    // f32 outputs resolve the online softmax's rounding: exact rescales and block sums below.
+    let exact = matches!(A::E::DTYPE, attn_abi::DType::F32);
     let c = if fold { p.scale_log2 } else { 1.0 };
 
     let rows = m0 as i64..(m0 + block_m).min(sq.max(1)) as i64;
@@ -292,6 +510,9 @@ pub fn run<
     if SPLIT_KV && n_lo < n_hi {
         // SAFETY: as above.
         unsafe { kv_copy(k_s, k_base, p.k_strides[1], n_lo * block_n, dq, false).issue(vec16) };
+        if bias_on {
+            bias_copy(n_lo * block_n);
+        }
     }
     async_commit();
 
@@ -304,9 +525,12 @@ pub fn run<
             unsafe { kv_copy(v_s, v_base, p.v_strides[1], n0, dv, true).issue(vec16) };
             async_commit();
         } else {
-            sync_threads(); // every wave is done with V(nb - 1)
+            sync_threads(); // every wave is done with V(nb - 1) and the bias of nb - 1
             // SAFETY: as above.
             unsafe { kv_copy(k_s, k_base, p.k_strides[1], n0, dq, false).issue(vec16) };
+            if bias_on {
+                bias_copy(n0);
+            }
             async_commit();
             async_wait_all();
             sync_threads();
@@ -335,16 +559,39 @@ pub fn run<
             }
         }
 
-        // Scores. With the pieces every element goes through them (the bias is read only for
-        // visible elements of real rows). Otherwise only blocks that straddle the mask's edge (or
-        // the end of the keys) pay for per-element visibility, and scores are scaled here only
-        // when the scale is not folded into the exp2 below (see `fold`).
-        let full = !PIECES
-            && mask.block_is_full(
-                m0 as i64..(m0 + block_m) as i64,
-                n0 as i64..(n0 + block_n) as i64,
-            );
-        if full {
+        // Scores. Only blocks that straddle the mask's edge (or the end of the keys) pay for
+        // per-element visibility. Without pieces, scores are scaled here only when the scale is
+        // not folded into the exp2 below (see `fold`); with them, every element goes through
+        // `Scores::logit` (a hidden element's bias is never read).
+        let full = mask.block_is_full(
+            m0 as i64..(m0 + block_m) as i64,
+            n0 as i64..(n0 + block_n) as i64,
+        );
+        if PIECES {
+            // One straight-line instance of the score loop per (softcap, bias type): no branch
+            // per element (a branchy per-element body cuts the MMAs into hundreds of tiny basic
+            // blocks that ptxas cannot schedule together).
+            let tile = ScoreTile {
+                lane,
+                row0,
+                m0,
+                n0,
+                sq,
+                full,
+                mask,
+                scores,
+                b_s,
+                bp,
+            };
+            match (scores.softcap.is_some(), bias_on, bias_f32) {
+                (false, false, _) => tile.apply::<A, TM, TN, false, 0>(&mut s),
+                (true, false, _) => tile.apply::<A, TM, TN, true, 0>(&mut s),
+                (false, true, false) => tile.apply::<A, TM, TN, false, 1>(&mut s),
+                (true, true, false) => tile.apply::<A, TM, TN, true, 1>(&mut s),
+                (false, true, true) => tile.apply::<A, TM, TN, false, 2>(&mut s),
+                (true, true, true) => tile.apply::<A, TM, TN, true, 2>(&mut s),
+            }
+        } else if full {
             if !fold {
                 for t in 0..TM {
                     for tn in 0..TN {
@@ -362,14 +609,8 @@ pub fn run<
                         let i = (m0 + row0 + t * A::M + r) as i64;
                         let j = (n0 + tn * A::N + cc) as i64;
                         let raw = s[t][tn][v];
-                        // Rows past Sq_b are never stored; only the pieces must not read
-                        // their bias.
-                        let real = !PIECES || i < sq as i64;
-                        s[t][tn][v] = if !(real && mask.visible(i, j)) {
+                        s[t][tn][v] = if !mask.visible(i, j) {
                             f32::NEG_INFINITY
-                        } else if PIECES {
-                            // SAFETY: i < Sq_b and j < Sk_b (visible).
-                            unsafe { scores.logit::<A::E>(raw, i, j) }
                         } else if fold {
                             raw
                         } else {
@@ -380,14 +621,19 @@ pub fn run<
             }
         }
 
-        // Fold the block into the online softmax. The row max is kept as the exp2 offset itself,
-        // `m = round(max · c)`, so that rescaling by `2^(m_old - m_new)` is exact whenever the max
-        // does not move (it is 1), and stays consistent with the offset every earlier P of the
-        // row was computed against.
+        // Fold the block into the online softmax. In f32 the row max is kept as the exp2 offset
+        // itself, `m = round(max · c)`, so that rescaling by `2^(m_old - m_new)` is exact whenever
+        // the max does not move (it is 1), and stays consistent with the offset every earlier P
+        // of the row was computed against.
         for t in 0..TM {
-            let mut mx = A::Rows::default();
-            for r in 0..A::ROW_SLOTS {
-                mx[r] = f32::NEG_INFINITY;
+            // f32 keeps the row max as the exp2 offset itself (`exact`, see above); 16-bit
+            // kernels keep the raw max and rescale by `2^(m_old · c - base)`, whose rounding
+            // residual (a few ulp of the logits per block) is far below their output rounding.
+            let mut mx = m_run[t];
+            if exact {
+                for r in 0..A::ROW_SLOTS {
+                    mx[r] = f32::NEG_INFINITY;
+                }
             }
             for tn in 0..TN {
                 for v in 0..A::C_VALS {
@@ -399,42 +645,57 @@ pub fn run<
             let mut base = A::Rows::default();
             let mut alpha = A::Rows::default();
             for r in 0..A::ROW_SLOTS {
-                let m_new = m_run[t][r].max(row_allreduce::<A>(mx[r], f32::max) * c);
-                base[r] = if m_new == f32::NEG_INFINITY {
-                    0.0
+                let red = row_allreduce::<A>(mx[r], f32::max);
+                if exact {
+                    let m_new = m_run[t][r].max(red * c);
+                    base[r] = if m_new == f32::NEG_INFINITY {
+                        0.0
+                    } else {
+                        m_new
+                    };
+                    alpha[r] = exp2(m_run[t][r] - base[r]);
+                    m_run[t][r] = m_new;
                 } else {
-                    m_new
-                };
-                alpha[r] = exp2(m_run[t][r] - base[r]);
+                    base[r] = if red == f32::NEG_INFINITY {
+                        0.0
+                    } else {
+                        red * c
+                    };
+                    alpha[r] = exp2(fma(m_run[t][r], c, -base[r]));
+                    m_run[t][r] = red;
+                }
                 l_run[t][r] *= alpha[r];
-                m_run[t][r] = m_new;
             }
             for nd in 0..ND {
                 for v in 0..A::C_VALS {
                     o[t][nd][v] *= alpha[A::row_slot(v)];
                 }
             }
+            // l += the block's row sums (before dropout: lse is independent of it). In f32 they
+            // are summed per block first, so that the rounding error of l grows with the number
+            // of blocks rather than of keys (its relative error scales every output of the
+            // row); 16-bit outputs cannot see the difference and keep the register.
+            let blocked = exact;
+            let mut bsum = A::Rows::default();
             for tn in 0..TN {
-                let mut w = [0u32; 4]; // the Philox draw of the current key group
                 for v in 0..A::C_VALS {
                     let slot = A::row_slot(v);
                     let pv = exp2(fma(s[t][tn][v], c, -base[slot]));
-                    l_run[t][slot] += pv; // before dropout: lse is independent of it
-                    s[t][tn][v] = pv;
-                    if let Some(dr) = dropout {
-                        let (r, cc) = A::c_coord(lane, v);
-                        let i = (m0 + row0 + t * A::M + r) as i64;
-                        let j = (n0 + tn * A::N + cc) as i64;
-                        // Values of one key group are consecutive (KEY_GROUPS' contract): one
-                        // draw per group. The condition is a constant once unrolled.
-                        if v == 0 || A::key_group(v) != A::key_group(v - 1) {
-                            w = dr.draw(i, j);
-                        }
-                        if !dr.keep(&w, j) {
-                            s[t][tn][v] = 0.0;
-                        }
+                    if blocked {
+                        bsum[slot] += pv;
+                    } else {
+                        l_run[t][slot] += pv;
                     }
+                    s[t][tn][v] = pv;
                 }
+            }
+            if blocked {
+                for r in 0..A::ROW_SLOTS {
+                    l_run[t][r] += bsum[r];
+                }
+            }
+            if let Some(dr) = dropout {
+                apply_dropout::<A, TN>(&dr, &mut s[t], lane, (m0 + row0 + t * A::M) as i64, n0);
             }
         }
 
@@ -462,6 +723,9 @@ pub fn run<
                 unsafe {
                     kv_copy(k_s, k_base, p.k_strides[1], n0 + block_n, dq, false).issue(vec16)
                 };
+                if bias_on {
+                    bias_copy(n0 + block_n); // every wave is done with this block's bias too
+                }
                 async_commit();
             }
         } else {
@@ -525,7 +789,7 @@ pub fn run<
             let seen = l > 0.0;
             inv[r] = if seen { rcp(l) * rescale } else { 0.0 };
             lse[r] = if seen {
-                (m_run[t][r] + log2(l)) * LN_2
+                (if exact { m_run[t][r] } else { m_run[t][r] * c } + log2(l)) * LN_2
             } else {
                 f32::NEG_INFINITY
             };

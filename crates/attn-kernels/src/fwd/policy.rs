@@ -72,13 +72,13 @@ pub struct FwdTile {
 /// Every kernel symbol exists on every target, but these few are empty stubs: their tiles do not
 /// fit the register file without spilling (`cargo xtask build-kernels` refuses spills), so the
 /// host rejects such a call as `Unsupported` before any launch. RDNA3's 16-bit pieces at D >= 128
-/// and varlen at D = 256; sm_80 code's 16-bit pieces at D = 256 (sm_90a builds them).
+/// and varlen at D = 256; NVIDIA's 16-bit pieces at D = 256 (f32 builds everywhere).
 pub const fn instantiated(family: Family, dtype: DType, d: usize, variant: FwdVariant) -> bool {
     let half = !matches!(dtype, DType::F32);
     !match (family, variant) {
         (Family::Rdna3, FwdVariant::Pieces) => half && d >= 128,
         (Family::Rdna3, FwdVariant::Varlen) => half && d >= 256,
-        (Family::Sm80, FwdVariant::Pieces) => half && d >= 256,
+        (Family::Sm80 | Family::Sm90, FwdVariant::Pieces) => half && d >= 256,
         _ => false,
     }
 }
@@ -100,8 +100,9 @@ pub const fn fwd_tile(family: Family, dtype: DType, d: usize) -> FwdTile {
 /// 16 rows × 4 waves: `64·tm` rows per block). Shared memory stays within 64 KiB on AMD.
 pub const fn fwd_tile_of(family: Family, dtype: DType, d: usize, variant: FwdVariant) -> FwdTile {
     let nv = matches!(family, Family::Sm80 | Family::Sm90);
-    // Varlen keeps sequence lengths and offsets in registers: it takes the pieces' tiles.
+    // Varlen keeps sequence lengths and offsets in registers, the pieces more: smaller tiles.
     let pieces = !matches!(variant, FwdVariant::Plain);
+    let varlen = matches!(variant, FwdVariant::Varlen);
     if matches!(dtype, DType::F32) {
         let (tm, block_n) = match d {
             256 => (1, 8),
@@ -109,6 +110,8 @@ pub const fn fwd_tile_of(family: Family, dtype: DType, d: usize, variant: FwdVar
             64 => (2, 32),
             _ => (1, 16),
         };
+        // The pieces take one fragment of rows (registers).
+        let tm = if pieces { 1 } else { tm };
         return FwdTile {
             tm,
             block_m: 32 * tm,
@@ -118,11 +121,15 @@ pub const fn fwd_tile_of(family: Family, dtype: DType, d: usize, variant: FwdVar
         };
     }
     let (tm, block_n) = match (family, d) {
+        // Varlen: the plain tiles where the sequence's registers fit beside them.
+        (Family::Sm90, 128) if varlen => (1, 64),
+        (Family::Sm90, 32 | 64) if varlen => (2, 64),
+        (Family::Sm80, 32 | 64) if varlen => (1, 64),
         (Family::Cdna, _) if pieces => (1, 32),
         (Family::Rdna3, 128 | 256) if pieces => (1, 16),
         (Family::Sm80 | Family::Sm90, 256) if pieces => (1, 16),
+        (Family::Sm80, 128) if pieces => (1, 16),
         (Family::Rdna3, _) if pieces => (1, 32),
-        (_, 32 | 64) if pieces => (1, 64),
         _ if pieces => (1, 32),
         // H100, measured (docs/perf.md): two 16-row fragments per warp halve the shared-memory
         // operand traffic per MMA, and are worth 30% at D = 128 over (1, 64).
@@ -168,7 +175,13 @@ pub const fn smem_bytes_of(family: Family, dtype: DType, d: usize, variant: FwdV
     } else {
         0
     };
-    ((t.block_m + kv * t.block_n) * padded(d, e) + p) * e
+    // The Pieces kernels stage the bias tile [BLOCK_M, BLOCK_N] (f32 at worst) after P.
+    let bias = if matches!(variant, FwdVariant::Pieces) {
+        t.block_m * padded(t.block_n, 4) * 4
+    } else {
+        0
+    };
+    ((t.block_m + kv * t.block_n) * padded(d, e) + p) * e + bias
 }
 
 #[cfg(test)]
