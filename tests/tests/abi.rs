@@ -50,7 +50,7 @@ fn kernel_receives_the_exact_parameter_bytes() {
             softcap: 0.5 * seed as f32,
             dropout_threshold: w(16) as u32,
             dropout_rescale: 1.25,
-            _pad2: 0,
+            scale_log2_lo: -1.25e-9,
             seed: w(17),
             offset: w(18),
             seed_ptr: w(19),

@@ -1,7 +1,9 @@
 //! f32 accuracy against the f64 truth, in the two regimes where the first f32 forward lost
 //! precision (issue 7): ordinary logits over a few thousand keys, and `|scale · q·k|` in the
 //! hundreds. The bound is tighter than the pass rule's: at most 2x the blocked f32 reference's
-//! error plus 1e-7 · max|truth| (the pass rule's absolute slack, 1e-6, would hide a 10x loss).
+//! error (which sums each key tile first, as the kernels do) plus 1e-8 · max|truth| (the pass
+//! rule's absolute slack, 1e-6, would hide a 10x loss). PyTorch's memory-efficient f32 kernel on
+//! the same regimes: `bench/f32_precision.py` (`docs/perf.md` has both).
 //! Each case prints its errors beside the reference's, for `docs/perf.md`. Skips without a GPU.
 use attn_ref::{Dtype, Problem};
 use attn_tests::{FwdCase, Layout, device_or_skip, run_fwd};
@@ -32,7 +34,7 @@ fn f32_is_as_accurate_as_the_blocked_reference() {
         let seed = 0xF32 + n as u64 * 101 + std::process::id() as u64;
         let o = run_fwd(&dev, &case, seed).unwrap();
         let r = &o.out;
-        let bound = 2.0 * r.lowp_err + 1e-7 * r.max_abs_truth.max(1.0);
+        let bound = 2.0 * r.lowp_err + 1e-8 * r.max_abs_truth.max(1.0);
         eprintln!(
             "f32 D={d} Sk={sk} scale={scale:?}: out err {:.3e} (blocked ref {:.3e}, bound {:.3e}), lse err {:.3e} (ref {:.3e})",
             r.max_abs_err, r.lowp_err, bound, o.lse.max_abs_err, o.lse.lowp_err

@@ -207,8 +207,10 @@ pub struct FwdParams {
     pub dropout_threshold: u32,
     /// `1 / (1 - p)` in f32, the multiplier of kept elements.
     pub dropout_rescale: f32,
-    /// Explicit padding.
-    pub _pad2: u32,
+    /// `scale · log2(e) - scale_log2` (the rounding residual of `scale_log2`, computed in f64):
+    /// the f32 kernels scale by `scale_log2 + scale_log2_lo`, so that the systematic rounding of
+    /// the scale does not tilt every softmax row.
+    pub scale_log2_lo: f32,
     /// Philox key, used when `seed_ptr` is 0.
     pub seed: u64,
     /// Counter base added to `*offset_ptr` (or to 0 when `offset_ptr` is 0).

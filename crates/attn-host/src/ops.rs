@@ -910,7 +910,8 @@ impl Forward {
             softcap: cap,
             dropout_threshold: threshold,
             dropout_rescale: rescale,
-            _pad2: 0,
+            scale_log2_lo: (scale as f64 * std::f64::consts::LOG2_E
+                - (scale * std::f32::consts::LOG2_E) as f64) as f32,
             seed,
             offset,
             seed_ptr,

@@ -10,6 +10,7 @@
 //! P_ij  = exp2(x_ij - m_new)                      f32
 //! l     = l * exp2(m - m_new) + sum_j P_ij        (before dropout: lse is independent of it)
 //! acc   = acc * exp2(m - m_new) + sum_j round_dtype(P_ij) * keep_ij * v_j     f32
+//!         (f32: each tile's two sums are formed first and then added, as the f32 kernels do)
 //! O_i   = round_dtype(acc * (rescale / l)),   lse_i = (m + log2 l) * ln 2;  O_i = 0, lse_i = -inf if l = 0
 //! ```
 
@@ -57,6 +58,7 @@ pub fn forward_blocked(
     let log2e = std::f32::consts::LOG2_E;
     let scale = p.softmax_scale();
     let scale_log2 = scale * log2e;
+    let scale_log2_exact = scale as f64 * std::f64::consts::LOG2_E;
     let cap = p.softcap;
     let tasks: Vec<(Seq, usize)> = p
         .seqs()
@@ -88,6 +90,7 @@ pub fn forward_blocked(
                     let mut m = f32::NEG_INFINITY;
                     let mut l = 0.0f32;
                     let mut acc = vec![0.0f32; dv];
+                    let mut blk = vec![0.0f32; dv];
                     for j0 in (0..s.sk).step_by(block_n) {
                         let j1 = (j0 + block_n).min(s.sk);
                         let n = j1 - j0;
@@ -101,6 +104,10 @@ pub fn forward_blocked(
                                 }
                                 let mut xv = if cap > 0.0 {
                                     cap * (acc_s * scale / cap).tanh() * log2e
+                                } else if dtype == crate::Dtype::F32 {
+                                    // f32 kernels scale by scale·log2(e) in two parts (no
+                                    // systematic rounding of the scale): one rounding here.
+                                    (acc_s as f64 * scale_log2_exact) as f32
                                 } else {
                                     acc_s * scale_log2
                                 };
@@ -130,16 +137,31 @@ pub fn forward_blocked(
                         if let Some(dd) = &p.dropout {
                             dropout::keep_row(dd, hq, s.b, h, i, j0..j1, &mut keep[..n]);
                         }
+                        // f32, as the f32 kernels: the tile's row sum and P·V are summed
+                        // into fresh values and then added (two-level summation); 16-bit
+                        // kernels accumulate in place.
+                        let two_level = dtype == crate::Dtype::F32;
+                        let mut l_blk = 0.0f32;
+                        blk.iter_mut().for_each(|a| *a = 0.0);
                         for t in 0..n {
                             let pij = (xt[t] - m_use).exp2();
-                            l += pij;
+                            if two_level {
+                                l_blk += pij;
+                            } else {
+                                l += pij;
+                            }
                             let pr = dtype.round(pij);
                             if pr != 0.0 && keep[t] != 0 {
                                 let vj = &v[(j0 + t) * dv..(j0 + t + 1) * dv];
-                                for (a, &vv) in acc.iter_mut().zip(vj) {
+                                let dst = if two_level { &mut blk } else { &mut acc };
+                                for (a, &vv) in dst.iter_mut().zip(vj) {
                                     *a += pr * vv;
                                 }
                             }
+                        }
+                        if two_level {
+                            l += l_blk;
+                            acc.iter_mut().zip(&blk).for_each(|(a, b)| *a += b);
                         }
                         m = m_new;
                     }

@@ -158,6 +158,8 @@ struct ScoreTile {
     scores: Scores,
     b_s: *const u8,
     bp: usize,
+    /// The scale's low part (f32 kernels; 0 otherwise).
+    scale_lo: f32,
 }
 
 impl ScoreTile {
@@ -190,7 +192,11 @@ impl ScoreTile {
                     let mut x = if SOFTCAP {
                         cap.apply(raw)
                     } else {
-                        raw * self.scores.scale_log2
+                        if matches!(A::E::DTYPE, attn_abi::DType::F32) {
+                            fma(raw, self.scores.scale_log2, raw * self.scale_lo)
+                        } else {
+                            raw * self.scores.scale_log2
+                        }
                     };
                     let at = ri * self.bp + cj;
                     // SAFETY: ri < BLOCK_M and cj < BLOCK_N index inside b_s (Pieces kernels
@@ -498,6 +504,16 @@ pub fn run<
     // f32 outputs resolve the online softmax's rounding: exact rescales and block sums below.
     let exact = matches!(A::E::DTYPE, attn_abi::DType::F32);
     let c = if fold { p.scale_log2 } else { 1.0 };
+    // f32: the scale as `hi + lo` (its f32 rounding would otherwise scale every logit of a row
+    // by the same `1 + 2^-24`-size factor: a systematic tilt of the softmax at large logits).
+    let c_lo = if exact && fold { p.scale_log2_lo } else { 0.0 };
+    let scale_x = move |raw: f32| {
+        if exact {
+            fma(raw, p.scale_log2, raw * p.scale_log2_lo)
+        } else {
+            raw * p.scale_log2
+        }
+    };
 
     let rows = m0 as i64..(m0 + block_m).min(sq.max(1)) as i64;
     let (n_lo, n_hi) = mask.key_blocks(rows, block_n as i64);
@@ -582,6 +598,7 @@ pub fn run<
                 scores,
                 b_s,
                 bp,
+                scale_lo: if exact { p.scale_log2_lo } else { 0.0 },
             };
             match (scores.softcap.is_some(), bias_on, bias_f32) {
                 (false, false, _) => tile.apply::<A, TM, TN, false, 0>(&mut s),
@@ -596,7 +613,7 @@ pub fn run<
                 for t in 0..TM {
                     for tn in 0..TN {
                         for v in 0..A::C_VALS {
-                            s[t][tn][v] *= p.scale_log2;
+                            s[t][tn][v] = scale_x(s[t][tn][v]);
                         }
                     }
                 }
@@ -614,7 +631,7 @@ pub fn run<
                         } else if fold {
                             raw
                         } else {
-                            raw * p.scale_log2
+                            scale_x(raw)
                         };
                     }
                 }
@@ -680,7 +697,18 @@ pub fn run<
             for tn in 0..TN {
                 for v in 0..A::C_VALS {
                     let slot = A::row_slot(v);
-                    let pv = exp2(fma(s[t][tn][v], c, -base[slot]));
+                    let x = s[t][tn][v];
+                    let pv = if exact {
+                        // (a hidden -inf must not meet c_lo: -inf · lo - base is not -inf)
+                        let lo = if x == f32::NEG_INFINITY {
+                            0.0
+                        } else {
+                            x * c_lo
+                        };
+                        exp2(fma(x, c, lo - base[slot]))
+                    } else {
+                        exp2(fma(x, c, -base[slot]))
+                    };
                     if blocked {
                         bsum[slot] += pv;
                     } else {
@@ -751,13 +779,28 @@ pub fn run<
                 };
             }
         }
+        // f32 sums each block's P·V into a fresh fragment and adds it to O (two-level
+        // summation: the rounding error grows with the number of blocks, not of keys; one
+        // fragment column of temporaries at a time); 16-bit accumulates in place.
         for nd in 0..ND {
+            let mut blk = [A::C::default(); TM];
             for kk in 0..KK {
                 // SAFETY: rows < BLOCK_N and cols < d index inside v_s.
                 let bf =
                     unsafe { A::load_b_kn_smem(lane, v_s.add(kk * A::K * dp + nd * A::N), dp) };
                 for t in 0..TM {
-                    A::mma(&pa[t][kk], &bf, &mut o[t][nd]);
+                    if exact {
+                        A::mma(&pa[t][kk], &bf, &mut blk[t]);
+                    } else {
+                        A::mma(&pa[t][kk], &bf, &mut o[t][nd]);
+                    }
+                }
+            }
+            if exact {
+                for t in 0..TM {
+                    for v in 0..A::C_VALS {
+                        o[t][nd][v] += blk[t][v];
+                    }
                 }
             }
         }
