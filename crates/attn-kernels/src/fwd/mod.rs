@@ -198,12 +198,14 @@ impl ScoreTile {
                             raw * self.scores.scale_log2
                         }
                     };
+                    // ri < BLOCK_M and cj < BLOCK_N index inside b_s (Pieces kernels always
+                    // reserve it), which holds this block's bias when BIAS > 0.
                     let at = ri * self.bp + cj;
-                    // SAFETY: ri < BLOCK_M and cj < BLOCK_N index inside b_s (Pieces kernels
-                    // always reserve it), which holds this block's bias when BIAS > 0.
                     if BIAS == 1 {
+                        // SAFETY: see above.
                         x += unsafe { (*self.b_s.cast::<A::E>().add(at)).to_f32() } * LOG2_E;
                     } else if BIAS == 2 {
+                        // SAFETY: see above.
                         x += unsafe { *self.b_s.cast::<f32>().add(at) } * LOG2_E;
                     }
                     x -= slope * (a_off - d as i64).unsigned_abs() as f32;
