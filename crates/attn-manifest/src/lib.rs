@@ -324,7 +324,8 @@ mod tests {
         // Stubs (not built for the target) need none; the same kernel elsewhere does.
         assert_eq!(r("gfx1100", "attn_fwd_bf16_d256_pieces"), None);
         assert_eq!(r("sm_80", "attn_fwd_f16_d256_pieces"), None);
-        assert_eq!(r("sm_90a", "attn_fwd_f16_d256_pieces"), Some("mma.sync"));
+        assert_eq!(r("sm_90a", "attn_fwd_f16_d256_pieces"), None);
+        assert_eq!(r("sm_90a", "attn_fwd_f16_d128_pieces"), Some("mma.sync"));
         assert_eq!(r("gfx942", "attn_fwd_f16_d64_varlen"), Some("v_mfma"));
         for t in ["sm_80", "sm_90a"] {
             assert_eq!(r(t, "attn_fwd_f16_d128"), Some("mma.sync"));
