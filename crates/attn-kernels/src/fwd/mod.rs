@@ -65,6 +65,26 @@ struct TileCopy<E> {
     part_cols: bool,
 }
 
+impl TileCopy<u8> {
+    /// The same copy over elements of type `T` (every extent and stride is in elements).
+    #[inline(always)]
+    fn retyped<T>(self) -> TileCopy<T> {
+        TileCopy {
+            dst: self.dst.cast(),
+            dst_stride: self.dst_stride,
+            rows: self.rows,
+            cols: self.cols,
+            src: self.src.cast(),
+            src_stride: self.src_stride,
+            src_col: self.src_col,
+            rows_valid: self.rows_valid,
+            cols_valid: self.cols_valid,
+            zero_tail: self.zero_tail,
+            part_cols: self.part_cols,
+        }
+    }
+}
+
 impl<E: Element> TileCopy<E> {
     /// Issues the copy by the whole block: 16-byte chunks (asynchronous where the target can)
     /// when `vec16`, elements otherwise. Completes at `async_wait_all` + `sync_threads`.
@@ -419,39 +439,28 @@ pub fn run<
         let off = (m0 as i64 * p.bias_strides[2] + n0 as i64 * p.bias_strides[3]) * bes as i64;
         let src = bias_base.wrapping_offset(off as isize);
         let (rows_valid, cols_valid) = (sq.saturating_sub(m0), sk.saturating_sub(n0));
-        if bias_f32 {
-            let c = TileCopy::<f32> {
-                dst: b_s.cast(),
-                dst_stride: bp,
-                rows: block_m,
-                cols: block_n,
-                src: src.cast(),
-                src_stride: p.bias_strides[2],
-                src_col: p.bias_strides[3],
-                rows_valid,
-                cols_valid,
-                zero_tail: false,
-                part_cols: true,
-            };
-            // SAFETY: see above.
-            unsafe { c.issue(bias_vec16) };
-        } else {
-            let c = TileCopy::<A::E> {
-                dst: b_s.cast(),
-                dst_stride: bp,
-                rows: block_m,
-                cols: block_n,
-                src: src.cast(),
-                src_stride: p.bias_strides[2],
-                src_col: p.bias_strides[3],
-                rows_valid,
-                cols_valid,
-                zero_tail: false,
-                part_cols: true,
-            };
-            // SAFETY: see above.
-            unsafe { c.issue(bias_vec16) };
-        }
+        // One tile copy, issued in the bias's element type (the same fields either way).
+        let tile = TileCopy::<u8> {
+            dst: b_s,
+            dst_stride: bp,
+            rows: block_m,
+            cols: block_n,
+            src,
+            src_stride: p.bias_strides[2],
+            src_col: p.bias_strides[3],
+            rows_valid,
+            cols_valid,
+            zero_tail: false,
+            part_cols: true,
+        };
+        // SAFETY: see above.
+        unsafe {
+            if bias_f32 {
+                tile.retyped::<f32>().issue(bias_vec16)
+            } else {
+                tile.retyped::<A::E>().issue(bias_vec16)
+            }
+        };
     };
 
     let lane = lane_id();
