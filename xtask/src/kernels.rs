@@ -592,7 +592,7 @@ fn report(manifest: &Manifest, extra: &[String]) -> Vec<String> {
                 continue;
             };
             let errors = k.problems(&t.target);
-            let cell = problem_cell(&errors, &k.resources.notes());
+            let cell = problem_cell(&errors, &k.notes(&t.target));
             let m = &k.matrix_instructions;
             let mfma =
                 m.get("v_mfma").copied().unwrap_or(0) + m.get("v_smfmac").copied().unwrap_or(0);
@@ -640,7 +640,7 @@ fn report(manifest: &Manifest, extra: &[String]) -> Vec<String> {
                 continue;
             };
             let errors = k.problems(&t.target);
-            let cell = problem_cell(&errors, &k.resources.notes());
+            let cell = problem_cell(&errors, &k.notes(&t.target));
             let m = &k.matrix_instructions;
             println!(
                 "{:<8} {:<20} {:>4} {:>5} {:>7} {:>8} {:>11} {:>8} {:>9}  {}",

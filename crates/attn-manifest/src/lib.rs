@@ -194,37 +194,39 @@ pub fn required_matrix_instruction(target: &str, kernel: &str) -> Option<&'stati
     }
 }
 
-/// Whether `kernel` is a forward kernel that is only a stub on `target` (never launched).
-fn is_stub(target: &str, kernel: &str) -> bool {
+/// `(family, dtype, head-dim bucket, variant)` of forward kernel `kernel` on `target`.
+fn forward_kernel(
+    target: &str,
+    kernel: &str,
+) -> Option<(
+    attn_kernels::fwd::policy::Family,
+    attn_abi::DType,
+    usize,
+    attn_abi::FwdVariant,
+)> {
     use attn_abi::{DType, FwdVariant};
-    use attn_kernels::fwd::policy::{Family, instantiated};
-    let Some(family) = Family::of_arch(target) else {
-        return false;
+    let family = attn_kernels::fwd::policy::Family::of_arch(target)?;
+    let mut parts = kernel.strip_prefix("attn_fwd_")?.split('_');
+    let dtype = match parts.next()? {
+        "f16" => DType::F16,
+        "bf16" => DType::Bf16,
+        "f32" => DType::F32,
+        _ => return None,
     };
-    let Some(rest) = kernel.strip_prefix("attn_fwd_") else {
-        return false;
-    };
-    let mut parts = rest.split('_');
-    let dtype = match parts.next() {
-        Some("f16") => DType::F16,
-        Some("bf16") => DType::Bf16,
-        Some("f32") => DType::F32,
-        _ => return false,
-    };
-    let Some(d) = parts
-        .next()
-        .and_then(|d| d.strip_prefix('d'))
-        .and_then(|d| d.parse().ok())
-    else {
-        return false;
-    };
+    let d = parts.next()?.strip_prefix('d')?.parse().ok()?;
     let variant = match parts.next() {
         None => FwdVariant::Plain,
         Some("varlen") => FwdVariant::Varlen,
         Some("pieces") => FwdVariant::Pieces,
-        _ => return false,
+        _ => return None,
     };
-    !instantiated(family, dtype, d, variant)
+    Some((family, dtype, d, variant))
+}
+
+/// Whether `kernel` is a forward kernel that is only a stub on `target` (never launched).
+fn is_stub(target: &str, kernel: &str) -> bool {
+    forward_kernel(target, kernel)
+        .is_some_and(|(f, t, d, v)| !attn_kernels::fwd::policy::instantiated(f, t, d, v))
 }
 
 impl Kernel {
@@ -232,9 +234,33 @@ impl Kernel {
     /// ([`Resources::problems`]) and its code ([`Kernel::code_problems`]). Notes that are not
     /// errors are [`Resources::notes`].
     pub fn problems(&self, target: &str) -> Vec<String> {
-        let mut p = self.resources.problems();
+        let mut p = if forward_kernel(target, &self.name)
+            .is_some_and(|(f, t, d, v)| attn_kernels::fwd::policy::spills_allowed(f, t, d, v))
+        {
+            Vec::new() // reported by `Kernel::notes` instead
+        } else {
+            self.resources.problems()
+        };
         p.extend(self.code_problems(target));
         p
+    }
+
+    /// What is worth knowing about this kernel on `target` without being an error: the
+    /// resources' notes, and the spills of a kernel allowed to spill
+    /// (`attn_kernels::fwd::policy::spills_allowed`).
+    pub fn notes(&self, target: &str) -> Vec<String> {
+        let mut n = self.resources.notes();
+        if forward_kernel(target, &self.name)
+            .is_some_and(|(f, t, d, v)| attn_kernels::fwd::policy::spills_allowed(f, t, d, v))
+        {
+            n.extend(
+                self.resources
+                    .problems()
+                    .into_iter()
+                    .map(|p| format!("{p} (allowed)")),
+            );
+        }
+        n
     }
 
     /// Why this kernel's code is unacceptable on `target` beyond its resources: a missing
@@ -323,8 +349,8 @@ mod tests {
         assert_eq!(r("gfx1100", "attn_fwd_bf16_d128"), Some("v_wmma"));
         // Stubs (not built for the target) need none; the same kernel elsewhere does.
         assert_eq!(r("gfx1100", "attn_fwd_bf16_d256_pieces"), None);
-        assert_eq!(r("sm_80", "attn_fwd_f16_d256_pieces"), None);
-        assert_eq!(r("sm_90a", "attn_fwd_f16_d256_pieces"), None);
+        assert_eq!(r("sm_80", "attn_fwd_f16_d256_pieces"), Some("mma.sync"));
+        assert_eq!(r("sm_90a", "attn_fwd_f16_d256_pieces"), Some("mma.sync"));
         assert_eq!(r("sm_90a", "attn_fwd_f16_d128_pieces"), Some("mma.sync"));
         assert_eq!(r("gfx942", "attn_fwd_f16_d64_varlen"), Some("v_mfma"));
         for t in ["sm_80", "sm_90a"] {

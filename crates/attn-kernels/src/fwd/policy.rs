@@ -72,15 +72,26 @@ pub struct FwdTile {
 /// Every kernel symbol exists on every target, but these few are empty stubs: their tiles do not
 /// fit the register file without spilling (`cargo xtask build-kernels` refuses spills), so the
 /// host rejects such a call as `Unsupported` before any launch. RDNA3's 16-bit pieces at D >= 128
-/// and varlen at D = 256; NVIDIA's 16-bit pieces at D = 256 (f32 builds everywhere).
+/// and varlen at D = 256 (f32 builds everywhere; see also [`spills_allowed`]).
 pub const fn instantiated(family: Family, dtype: DType, d: usize, variant: FwdVariant) -> bool {
     let half = !matches!(dtype, DType::F32);
     !match (family, variant) {
         (Family::Rdna3, FwdVariant::Pieces) => half && d >= 128,
         (Family::Rdna3, FwdVariant::Varlen) => half && d >= 256,
-        (Family::Sm80 | Family::Sm90, FwdVariant::Pieces) => half && d >= 256,
         _ => false,
     }
+}
+
+/// Whether the kernel for (`family`, `dtype`, `d`, `variant`) may spill registers to local
+/// memory: NVIDIA's 16-bit pieces at D = 256, whose output accumulator alone takes 128 of the
+/// 255 registers (ptxas spills ~100 bytes per thread, L1-resident). Building them with a small
+/// spill beats refusing the call: `cargo xtask build-kernels` reports these spills as notes and
+/// fails on any other.
+pub const fn spills_allowed(family: Family, dtype: DType, d: usize, variant: FwdVariant) -> bool {
+    matches!(family, Family::Sm80 | Family::Sm90)
+        && !matches!(dtype, DType::F32)
+        && d >= 256
+        && matches!(variant, FwdVariant::Pieces)
 }
 
 /// The tile of the plain variant ([`fwd_tile_of`] with [`FwdVariant::Plain`]).
