@@ -184,10 +184,18 @@ struct ScoreTile {
 
 impl ScoreTile {
     /// `s = logit(s)` on visible elements, `-inf` elsewhere, for a `[TM][TN]` fragment tile;
-    /// `SOFTCAP` and `BIAS` (0 none, 1 in the element type, 2 f32) are the pieces present.
+    /// `SOFTCAP`, `ALIBI` and `BIAS` (0 none, 1 in the element type, 2 f32) are the pieces
+    /// present (compile-time: a piece that is off costs nothing per element).
     #[inline(always)]
     #[allow(clippy::needless_range_loop)]
-    fn apply<A: MmaAtom, const TM: usize, const TN: usize, const SOFTCAP: bool, const BIAS: u8>(
+    fn apply<
+        A: MmaAtom,
+        const TM: usize,
+        const TN: usize,
+        const SOFTCAP: bool,
+        const ALIBI: bool,
+        const BIAS: u8,
+    >(
         self,
         s: &mut [[A::C; TN]; TM],
     ) {
@@ -198,6 +206,10 @@ impl ScoreTile {
         let (lo, hi) = (clamp(lo), clamp(hi));
         let (sk, sq) = (self.mask.sk as i32, self.sq as i32);
         let (slope, a_off) = self.scores.alibi_terms();
+        // ALiBi's |i + off - j| in f32 adds: `i + off - j = base + (t·M - tn·N) + (r - cc)`, one
+        // conversion per block and one per lane value (shared by every fragment after GVN);
+        // exact while the distances stay below 2^24.
+        let a_base = ((self.m0 + self.row0) as i64 + a_off - self.n0 as i64) as f32;
         let cap = self.scores.softcap.unwrap_or(Softcap::IDENTITY);
         for t in 0..TM {
             for tn in 0..TN {
@@ -228,7 +240,11 @@ impl ScoreTile {
                         // SAFETY: see above.
                         x += unsafe { *self.b_s.cast::<f32>().add(at) } * LOG2_E;
                     }
-                    x -= slope * (a_off - d as i64).unsigned_abs() as f32;
+                    if ALIBI {
+                        let k = (t * A::M) as f32 - (tn * A::N) as f32;
+                        let lane_part = (r as i32 - cc as i32) as f32;
+                        x -= slope * (a_base + k + lane_part).abs();
+                    }
                     s[t][tn][v] = if vis { x } else { f32::NEG_INFINITY };
                 }
             }
@@ -595,7 +611,7 @@ pub fn run<
             n0 as i64..(n0 + block_n) as i64,
         );
         if PIECES {
-            // One straight-line instance of the score loop per (softcap, bias type): no branch
+            // One straight-line instance of the score loop per (softcap, ALiBi, bias type): no branch
             // per element (a branchy per-element body cuts the MMAs into hundreds of tiny basic
             // blocks that ptxas cannot schedule together).
             let tile = ScoreTile {
@@ -611,13 +627,20 @@ pub fn run<
                 bp,
                 scale_lo: if exact { p.scale_log2_lo } else { 0.0 },
             };
-            match (scores.softcap.is_some(), bias_on, bias_f32) {
-                (false, false, _) => tile.apply::<A, TM, TN, false, 0>(&mut s),
-                (true, false, _) => tile.apply::<A, TM, TN, true, 0>(&mut s),
-                (false, true, false) => tile.apply::<A, TM, TN, false, 1>(&mut s),
-                (true, true, false) => tile.apply::<A, TM, TN, true, 1>(&mut s),
-                (false, true, true) => tile.apply::<A, TM, TN, false, 2>(&mut s),
-                (true, true, true) => tile.apply::<A, TM, TN, true, 2>(&mut s),
+            let alibi = scores.alibi.is_some();
+            match (scores.softcap.is_some(), alibi, bias_on, bias_f32) {
+                (false, false, false, _) => tile.apply::<A, TM, TN, false, false, 0>(&mut s),
+                (true, false, false, _) => tile.apply::<A, TM, TN, true, false, 0>(&mut s),
+                (false, true, false, _) => tile.apply::<A, TM, TN, false, true, 0>(&mut s),
+                (true, true, false, _) => tile.apply::<A, TM, TN, true, true, 0>(&mut s),
+                (false, false, true, false) => tile.apply::<A, TM, TN, false, false, 1>(&mut s),
+                (true, false, true, false) => tile.apply::<A, TM, TN, true, false, 1>(&mut s),
+                (false, true, true, false) => tile.apply::<A, TM, TN, false, true, 1>(&mut s),
+                (true, true, true, false) => tile.apply::<A, TM, TN, true, true, 1>(&mut s),
+                (false, false, true, true) => tile.apply::<A, TM, TN, false, false, 2>(&mut s),
+                (true, false, true, true) => tile.apply::<A, TM, TN, true, false, 2>(&mut s),
+                (false, true, true, true) => tile.apply::<A, TM, TN, false, true, 2>(&mut s),
+                (true, true, true, true) => tile.apply::<A, TM, TN, true, true, 2>(&mut s),
             }
         } else if full {
             if !fold {

@@ -138,6 +138,7 @@ pub const fn fwd_tile_of(family: Family, dtype: DType, d: usize, variant: FwdVar
         (Family::Sm80, 32 | 64) if varlen => (1, 64),
         (Family::Cdna, _) if pieces => (1, 32),
         (Family::Rdna3, 128 | 256) if pieces => (1, 16),
+        (Family::Rdna3, 64) if matches!(variant, FwdVariant::Pieces) => (1, 16),
         (Family::Sm80 | Family::Sm90, 256) if pieces => (1, 16),
         (Family::Sm80, 128) if pieces => (1, 16),
         (Family::Rdna3, _) if pieces => (1, 32),
