@@ -369,6 +369,15 @@ fn check_extent(
     Ok(())
 }
 
+/// Whether every row of a tensor at `ptr` with outer element strides `strides` (elements of
+/// `esize` bytes) starts 16-byte aligned: the condition of the kernels' 16-byte tile copies.
+fn rows_16b_aligned(ptr: u64, strides: &[i64], esize: usize) -> bool {
+    ptr.is_multiple_of(16)
+        && strides
+            .iter()
+            .all(|&s| (s as i128 * esize as i128) % 16 == 0)
+}
+
 /// Outputs must not write one element twice: a zero stride is allowed only on a size-1 dim.
 /// A tensor with a size-0 dimension has no element, so any strides are fine.
 fn check_no_broadcast(what: &str, shape: &[usize], strides: &[i64]) -> Result<()> {
@@ -742,12 +751,8 @@ impl Forward {
             }
             // Bias tiles go through shared memory by 16-byte copies when keys are contiguous
             // and every (b, h, i) row starts 16-byte aligned.
-            let bes = bias.dtype.size() as i128;
             if bias.strides[3] == 1
-                && bias.ptr.is_multiple_of(16)
-                && bias.strides[..3]
-                    .iter()
-                    .all(|&st| (st as i128 * bes) % 16 == 0)
+                && rows_16b_aligned(bias.ptr, &bias.strides[..3], bias.dtype.size())
             {
                 flags |= FLAG_BIAS_VEC16;
             }
@@ -865,13 +870,10 @@ impl Forward {
         }
         let tile = policy::fwd_tile_of(family, dtype, bucket as usize, variant);
         // 16-byte tile copies need every row of q, k, v to start 16-byte aligned.
-        let rows_aligned = |t: &TensorRef| {
-            t.ptr.is_multiple_of(16)
-                && t.strides[..3]
-                    .iter()
-                    .all(|&s| (s as i128 * es as i128) % 16 == 0)
-        };
-        if [q, k, v].into_iter().all(rows_aligned) {
+        if [q, k, v]
+            .into_iter()
+            .all(|t| rows_16b_aligned(t.ptr, &t.strides[..3], es))
+        {
             flags |= FLAG_VEC16;
         }
         let params = FwdParams {

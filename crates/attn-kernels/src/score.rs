@@ -14,16 +14,16 @@
 //! and dropout multiplies the probability `P_ij` by `Z_ij = keep_ij / (1 - p)` (the `1/(1 - p)`
 //! is applied once to the output row). Each piece is a small `Copy` value built from the kernel
 //! parameters for one `(sequence, head)`, with its forward map and, for the backward, its
-//! derivative. [`Scores`] composes softcap and ALiBi with a bias term that the caller reads: the
-//! forward stages bias tiles in shared memory with the K tiles (coalesced, asynchronous) and
-//! reads them through the atom's lane map; [`Bias::at`] reads one element from global memory. A
-//! piece that the call does not use is `None` and costs one uniform branch.
+//! derivative. [`Scores`] holds the scale, softcap and ALiBi; the forward's score loop composes
+//! them with the bias, whose tiles it stages in shared memory with the K tiles (coalesced,
+//! asynchronous) and reads through the atom's lane map. Which pieces are present is a
+//! compile-time choice of that loop (one straight-line instance per combination).
 //!
 //! Visibility (the mask) is not a score piece: it is [`crate::mask::Mask`], applied by the caller
 //! before a score is computed (a hidden element's bias is never read).
 use crate::arch::{exp2, rcp};
 use crate::numeric::Element;
-use attn_abi::{FLAG_BIAS_F32, FLAG_DROPOUT, FwdParams};
+use attn_abi::{FLAG_DROPOUT, FwdParams};
 
 const LOG2_E: f32 = core::f32::consts::LOG2_E;
 const LN_2: f32 = core::f32::consts::LN_2;
@@ -86,56 +86,6 @@ impl Softcap {
     }
 }
 
-/// An additive bias `bias[b, h, i, j]`, any strides, in q's dtype `E` or f32.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Bias {
-    /// Address of `bias[b, h, 0, 0]`.
-    base: u64,
-    /// Element strides of the query row and the key.
-    row: i64,
-    col: i64,
-    f32: bool,
-}
-
-impl Bias {
-    /// The bias of sequence `b`, query head `h` in `p`, if any.
-    #[inline(always)]
-    pub fn new<E: Element>(p: &FwdParams, b: usize, h: usize) -> Option<Self> {
-        if p.bias == 0 {
-            return None;
-        }
-        let f32 = p.flags & FLAG_BIAS_F32 != 0;
-        let esize = if f32 { 4 } else { core::mem::size_of::<E>() } as i64;
-        let s = p.bias_strides;
-        Some(Bias {
-            base: p
-                .bias
-                .wrapping_add(((b as i64 * s[0] + h as i64 * s[1]) * esize) as u64),
-            row: s[2],
-            col: s[3],
-            f32,
-        })
-    }
-    /// `log2(e) · bias[i, j]`.
-    ///
-    /// # Safety
-    /// `i < Sq_b`, `j < Sk_b` of the sequence (the host checked the bias's extent for its
-    /// logical shape, and [`crate::seq::SeqInfo`] clamps lengths to it).
-    #[inline(always)]
-    pub unsafe fn at<E: Element>(&self, i: i64, j: i64) -> f32 {
-        let off = (i * self.row + j * self.col) as isize;
-        // SAFETY: in bounds by the caller's contract.
-        let x = unsafe {
-            if self.f32 {
-                *(self.base as *const f32).offset(off)
-            } else {
-                (*(self.base as *const E).offset(off)).to_f32()
-            }
-        };
-        x * LOG2_E
-    }
-}
-
 /// ALiBi: `-slope · |i + off - j|`, with the mask's diagonal offset `off`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Alibi {
@@ -158,11 +108,6 @@ impl Alibi {
             off,
         })
     }
-    /// The log2-domain term at `(i, j)`.
-    #[inline(always)]
-    pub fn at(&self, i: i64, j: i64) -> f32 {
-        -self.slope * (i + self.off - j).unsigned_abs() as f32
-    }
 }
 
 /// The score pieces of one `(sequence, head)`, composed.
@@ -170,6 +115,8 @@ impl Alibi {
 pub struct Scores {
     /// `scale · log2(e)`.
     pub scale_log2: f32,
+    /// Its rounding residual (`FwdParams::scale_log2_lo`), used by f32 kernels.
+    pub scale_log2_lo: f32,
     /// Softcap, if any.
     pub softcap: Option<Softcap>,
     /// ALiBi, if any.
@@ -179,9 +126,10 @@ pub struct Scores {
 impl Scores {
     /// The pieces of sequence `b`, head `h` of `p`, with the mask's diagonal offset `off`.
     #[inline(always)]
-    pub fn new<E: Element>(p: &FwdParams, b: usize, h: usize, off: i64) -> Self {
+    pub fn new(p: &FwdParams, b: usize, h: usize, off: i64) -> Self {
         Scores {
             scale_log2: p.scale_log2,
+            scale_log2_lo: p.scale_log2_lo,
             softcap: Softcap::new(p),
             alibi: Alibi::new(p, b, h, off),
         }
@@ -201,25 +149,21 @@ impl Scores {
     pub fn plain(p: &FwdParams) -> Self {
         Scores {
             scale_log2: p.scale_log2,
+            scale_log2_lo: p.scale_log2_lo,
             softcap: None,
             alibi: None,
         }
     }
 
-    /// The log2-domain logit `x_ij` of the raw product `r` at local `(i, j)`, with the bias
-    /// term `bias` (`log2(e) · bias_ij`, 0 without a bias) already read by the caller: from the
-    /// shared-memory tile, or through [`Bias::at`].
+    /// `scale · log2(e) · r`: in f32 kernels (`E = f32`) with the scale as `hi + lo`, so that its
+    /// rounding does not tilt every logit of a row by the same factor.
     #[inline(always)]
-    pub fn logit(&self, r: f32, i: i64, j: i64, bias: f32) -> f32 {
-        let mut x = match self.softcap {
-            Some(c) => c.apply(r),
-            None => r * self.scale_log2,
-        };
-        x += bias;
-        if let Some(a) = self.alibi {
-            x += a.at(i, j);
+    pub fn scale<E: Element>(&self, r: f32) -> f32 {
+        if matches!(E::DTYPE, attn_abi::DType::F32) {
+            crate::arch::fma(r, self.scale_log2, r * self.scale_log2_lo)
+        } else {
+            r * self.scale_log2
         }
-        x
     }
 }
 

@@ -178,11 +178,30 @@ struct ScoreTile {
     scores: Scores,
     b_s: *const u8,
     bp: usize,
-    /// The scale's low part (f32 kernels; 0 otherwise).
-    scale_lo: f32,
 }
 
 impl ScoreTile {
+    /// [`ScoreTile::apply`] with the bias type (none, q's type, f32) as its `BIAS`.
+    #[inline(always)]
+    fn apply_bias<
+        A: MmaAtom,
+        const TM: usize,
+        const TN: usize,
+        const SOFTCAP: bool,
+        const ALIBI: bool,
+    >(
+        self,
+        bias_on: bool,
+        bias_f32: bool,
+        s: &mut [[A::C; TN]; TM],
+    ) {
+        match (bias_on, bias_f32) {
+            (false, _) => self.apply::<A, TM, TN, SOFTCAP, ALIBI, 0>(s),
+            (true, false) => self.apply::<A, TM, TN, SOFTCAP, ALIBI, 1>(s),
+            (true, true) => self.apply::<A, TM, TN, SOFTCAP, ALIBI, 2>(s),
+        }
+    }
+
     /// `s = logit(s)` on visible elements, `-inf` elsewhere, for a `[TM][TN]` fragment tile;
     /// `SOFTCAP`, `ALIBI` and `BIAS` (0 none, 1 in the element type, 2 f32) are the pieces
     /// present (compile-time: a piece that is off costs nothing per element).
@@ -224,11 +243,7 @@ impl ScoreTile {
                     let mut x = if SOFTCAP {
                         cap.apply(raw)
                     } else {
-                        if matches!(A::E::DTYPE, attn_abi::DType::F32) {
-                            fma(raw, self.scores.scale_log2, raw * self.scale_lo)
-                        } else {
-                            raw * self.scores.scale_log2
-                        }
+                        self.scores.scale::<A::E>(raw)
                     };
                     // ri < BLOCK_M and cj < BLOCK_N index inside b_s (Pieces kernels always
                     // reserve it), which holds this block's bias when BIAS > 0.
@@ -416,7 +431,7 @@ pub fn run<
         sk as i64 - sq as i64
     };
     let scores = if PIECES {
-        Scores::new::<A::E>(&p, b, h, alibi_off)
+        Scores::new(&p, b, h, alibi_off)
     } else {
         Scores::plain(&p)
     };
@@ -534,13 +549,7 @@ pub fn run<
     // f32: the scale as `hi + lo` (its f32 rounding would otherwise scale every logit of a row
     // by the same `1 + 2^-24`-size factor: a systematic tilt of the softmax at large logits).
     let c_lo = if exact && fold { p.scale_log2_lo } else { 0.0 };
-    let scale_x = move |raw: f32| {
-        if exact {
-            fma(raw, p.scale_log2, raw * p.scale_log2_lo)
-        } else {
-            raw * p.scale_log2
-        }
-    };
+    let scale_x = move |raw: f32| scores.scale::<A::E>(raw);
 
     let rows = m0 as i64..(m0 + block_m).min(sq.max(1)) as i64;
     let (n_lo, n_hi) = mask.key_blocks(rows, block_n as i64);
@@ -625,22 +634,18 @@ pub fn run<
                 scores,
                 b_s,
                 bp,
-                scale_lo: if exact { p.scale_log2_lo } else { 0.0 },
             };
-            let alibi = scores.alibi.is_some();
-            match (scores.softcap.is_some(), alibi, bias_on, bias_f32) {
-                (false, false, false, _) => tile.apply::<A, TM, TN, false, false, 0>(&mut s),
-                (true, false, false, _) => tile.apply::<A, TM, TN, true, false, 0>(&mut s),
-                (false, true, false, _) => tile.apply::<A, TM, TN, false, true, 0>(&mut s),
-                (true, true, false, _) => tile.apply::<A, TM, TN, true, true, 0>(&mut s),
-                (false, false, true, false) => tile.apply::<A, TM, TN, false, false, 1>(&mut s),
-                (true, false, true, false) => tile.apply::<A, TM, TN, true, false, 1>(&mut s),
-                (false, true, true, false) => tile.apply::<A, TM, TN, false, true, 1>(&mut s),
-                (true, true, true, false) => tile.apply::<A, TM, TN, true, true, 1>(&mut s),
-                (false, false, true, true) => tile.apply::<A, TM, TN, false, false, 2>(&mut s),
-                (true, false, true, true) => tile.apply::<A, TM, TN, true, false, 2>(&mut s),
-                (false, true, true, true) => tile.apply::<A, TM, TN, false, true, 2>(&mut s),
-                (true, true, true, true) => tile.apply::<A, TM, TN, true, true, 2>(&mut s),
+            match (scores.softcap.is_some(), scores.alibi.is_some()) {
+                (false, false) => {
+                    tile.apply_bias::<A, TM, TN, false, false>(bias_on, bias_f32, &mut s)
+                }
+                (true, false) => {
+                    tile.apply_bias::<A, TM, TN, true, false>(bias_on, bias_f32, &mut s)
+                }
+                (false, true) => {
+                    tile.apply_bias::<A, TM, TN, false, true>(bias_on, bias_f32, &mut s)
+                }
+                (true, true) => tile.apply_bias::<A, TM, TN, true, true>(bias_on, bias_f32, &mut s),
             }
         } else if full {
             if !fold {
@@ -726,7 +731,6 @@ pub fn run<
             // are summed per block first, so that the rounding error of l grows with the number
             // of blocks rather than of keys (its relative error scales every output of the
             // row); 16-bit outputs cannot see the difference and keep the register.
-            let blocked = exact;
             let mut bsum = A::Rows::default();
             for tn in 0..TN {
                 for v in 0..A::C_VALS {
@@ -743,7 +747,7 @@ pub fn run<
                     } else {
                         exp2(fma(x, c, -base[slot]))
                     };
-                    if blocked {
+                    if exact {
                         bsum[slot] += pv;
                     } else {
                         l_run[t][slot] += pv;
@@ -751,7 +755,7 @@ pub fn run<
                     s[t][tn][v] = pv;
                 }
             }
-            if blocked {
+            if exact {
                 for r in 0..A::ROW_SLOTS {
                     l_run[t][r] += bsum[r];
                 }

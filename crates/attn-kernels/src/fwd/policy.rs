@@ -111,8 +111,9 @@ pub const fn fwd_tile(family: Family, dtype: DType, d: usize) -> FwdTile {
 /// 16 rows × 4 waves: `64·tm` rows per block). Shared memory stays within 64 KiB on AMD.
 pub const fn fwd_tile_of(family: Family, dtype: DType, d: usize, variant: FwdVariant) -> FwdTile {
     let nv = matches!(family, Family::Sm80 | Family::Sm90);
-    // Varlen keeps sequence lengths and offsets in registers, the pieces more: smaller tiles.
-    let pieces = !matches!(variant, FwdVariant::Plain);
+    // Varlen keeps sequence lengths and offsets in registers, the pieces more: both take
+    // smaller tiles than the plain kernels (`lean`), varlen the larger of them where it fits.
+    let lean = !matches!(variant, FwdVariant::Plain);
     let varlen = matches!(variant, FwdVariant::Varlen);
     if matches!(dtype, DType::F32) {
         let (tm, block_n) = match d {
@@ -122,7 +123,7 @@ pub const fn fwd_tile_of(family: Family, dtype: DType, d: usize, variant: FwdVar
             _ => (1, 16),
         };
         // The pieces take one fragment of rows (registers).
-        let tm = if pieces { 1 } else { tm };
+        let tm = if lean { 1 } else { tm };
         return FwdTile {
             tm,
             block_m: 32 * tm,
@@ -136,13 +137,13 @@ pub const fn fwd_tile_of(family: Family, dtype: DType, d: usize, variant: FwdVar
         (Family::Sm90, 128) if varlen => (1, 64),
         (Family::Sm90, 32 | 64) if varlen => (2, 64),
         (Family::Sm80, 32 | 64) if varlen => (1, 64),
-        (Family::Cdna, _) if pieces => (1, 32),
-        (Family::Rdna3, 128 | 256) if pieces => (1, 16),
+        (Family::Cdna, _) if lean => (1, 32),
+        (Family::Rdna3, 128 | 256) if lean => (1, 16),
         (Family::Rdna3, 64) if matches!(variant, FwdVariant::Pieces) => (1, 16),
-        (Family::Sm80 | Family::Sm90, 256) if pieces => (1, 16),
-        (Family::Sm80, 128) if pieces => (1, 16),
-        (Family::Rdna3, _) if pieces => (1, 32),
-        _ if pieces => (1, 32),
+        (Family::Sm80 | Family::Sm90, 256) if lean => (1, 16),
+        (Family::Sm80, 128) if lean => (1, 16),
+        (Family::Rdna3, _) if lean => (1, 32),
+        _ if lean => (1, 32),
         // H100, measured (docs/perf.md): two 16-row fragments per warp halve the shared-memory
         // operand traffic per MMA, and are worth 30% at D = 128 over (1, 64).
         (Family::Sm90, 256) => (1, 32),
