@@ -8,6 +8,8 @@
 //!   log2 domain, rounding where a kernel rounds: the pass rule's noise baseline;
 //! - [`backward`]: the `f64` gradients `dq`, `dk`, `dv`, `dbias` and `D` (semantics.md §5);
 //! - [`dropout`]: Philox4x32-10 and the exact counter scheme of semantics.md §4, per element or whole tensor;
+//! - [`paged`]: the paged KV cache ([`PagedKv`], with random page tables for GPU tests), partial attention
+//!   over a key range ([`forward_partial`]) and the log-sum-exp [`merge`] of partials (semantics.md §8);
 //! - [`tolerance`]: the pass rule of semantics.md §6, returning a printable [`Report`];
 //! - `strategy` (feature `proptest`): proptest strategies for whole problems.
 //!
@@ -86,6 +88,7 @@ mod dtype;
 mod error;
 mod naive;
 pub mod ops;
+pub mod paged;
 mod problem;
 #[cfg(feature = "proptest")]
 pub mod strategy;
@@ -97,6 +100,9 @@ pub use dropout::philox4x32_10;
 pub use dtype::Dtype;
 pub use error::Error;
 pub use naive::{BackwardOutput, ForwardOutput, backward, forward, forward_with_mask, row_dot};
+pub use paged::{
+    PagedConfig, PagedKv, forward_partial, forward_partial_seqs, merge, merge_row, merge_rows,
+};
 pub use problem::{
     Alibi, Align, BiasSpec, Dropout, Inputs, Mask, Problem, Seq, SplitMix64, Varlen,
 };

@@ -3,6 +3,7 @@
 use crate::ops::{axpy, dot};
 use crate::{Error, Inputs, Problem, Seq, Tensor, dropout};
 use rayon::prelude::*;
+use std::ops::Range;
 
 /// Result of [`forward`].
 #[derive(Clone, Debug, PartialEq)]
@@ -146,21 +147,32 @@ fn tasks(p: &Problem, by_kv_head: bool) -> Vec<(Seq, usize)> {
 /// assert!(f.lse.iter().all(|l| l.is_finite()));
 /// ```
 pub fn forward(p: &Problem, x: &Inputs) -> Result<ForwardOutput, Error> {
-    forward_impl(p, x, false)
+    forward_impl(p, x, false, None)
 }
 
 /// [`forward`], also returning the dropout keep mask ([`dropout::mask_tensor`]) when dropout is on.
 pub fn forward_with_mask(p: &Problem, x: &Inputs) -> Result<ForwardOutput, Error> {
-    forward_impl(p, x, true)
+    forward_impl(p, x, true, None)
 }
 
-fn forward_impl(p: &Problem, x: &Inputs, want_mask: bool) -> Result<ForwardOutput, Error> {
+/// The local key range of a sequence that a partial forward may see, on top of the mask.
+pub(crate) type KeyRange<'a> = &'a (dyn Fn(&Seq) -> Range<usize> + Sync);
+
+/// The forward restricted to the keys `keys(s)` of each sequence `s` (all keys when `None`); the mask,
+/// ALiBi and dropout keep the indices and alignment of the full problem.
+pub(crate) fn forward_impl(
+    p: &Problem,
+    x: &Inputs,
+    want_mask: bool,
+    keys: Option<KeyRange<'_>>,
+) -> Result<ForwardOutput, Error> {
     p.validate_inputs(x)?;
     let (hq, dv) = (p.heads_q, p.head_dim_v);
     let results: Vec<(Seq, usize, Vec<f64>, Vec<f64>)> = tasks(p, false)
         .into_par_iter()
         .map(|(s, h)| {
             let hd = Head::new(p, x, s, h);
+            let range = keys.map(|f| f(&s));
             let mut o = vec![0.0; s.sq * dv];
             let mut lse = vec![f64::NEG_INFINITY; s.sq];
             let (mut logits, mut th, mut keep, mut z) = (
@@ -171,6 +183,9 @@ fn forward_impl(p: &Problem, x: &Inputs, want_mask: bool) -> Result<ForwardOutpu
             );
             for i in 0..s.sq {
                 hd.logits(i, &mut logits, &mut th);
+                if let Some(r) = &range {
+                    crate::ops::apply_mask(&mut logits, |j| r.contains(&j));
+                }
                 let l = crate::ops::softmax_row(&mut logits);
                 lse[i] = l;
                 if l == f64::NEG_INFINITY {
