@@ -6,12 +6,14 @@ set -u
 cd "$(dirname "$0")/.."
 OUT=${OUT:-out}; mkdir -p "$OUT"
 export ATTN_REQUIRE_GPU=1
-[ -d .gpu ] || tar -xzf .gpu-pack/gpu.tar.gz
+# (python's tarfile reads xz where no xz binary is installed)
+[ -d .gpu ] || python3 -c "import tarfile; tarfile.open('.gpu-pack/gpu.tar.xz').extractall()"
 rc=0
 nvidia-smi -L 2>&1 | tee "$OUT/gpu.txt"
 .gpu/attn info 2>&1 | tee "$OUT/info.txt"
 .gpu/test-abi --nocapture 2>&1 | tee "$OUT/abi.txt"; rc=$((rc | PIPESTATUS[0]))
 .gpu/test-fwd --nocapture --test-threads 1 2>&1 | tee "$OUT/fwd.txt"; rc=$((rc | PIPESTATUS[0]))
+.gpu/test-decode --nocapture --test-threads 1 2>&1 | tee "$OUT/decode.txt"; rc=$((rc | PIPESTATUS[0]))
 .gpu/test-precision --nocapture 2>&1 | tee "$OUT/precision.txt"; rc=$((rc | PIPESTATUS[0]))
 # Malformed device arrays (cu_seqlens, seqused_k, device seed/offset) under memcheck: 0 errors.
 compute-sanitizer --tool memcheck --error-exitcode 9 .gpu/test-malformed --nocapture 2>&1 | tee "$OUT/malformed-memcheck.txt"; rc=$((rc | PIPESTATUS[0]))

@@ -9,13 +9,17 @@
 //! Every feature an [`attn_ref::Problem`] can hold is passed to the kernel: varlen (`cu_seqlens`
 //! uploaded as i32 arrays), `seqused_k`, the bias (in its dtype, with the reference tensor's
 //! strides, zero strides included), ALiBi slopes, softcap and dropout (host or device Philox
-//! seed, [`FwdCase::device_rng`]).
+//! seed, [`FwdCase::device_rng`]). The inference options ([`DecodeOpts`]) run the same check
+//! through a paged KV cache (the reference evaluates its contiguous equivalent), with forced
+//! split-KV / GQA packing / decode route, or as partial attentions over key ranges merged by
+//! [`attn_host::Merge`].
 use attn_abi::DType;
 use attn_host::{
-    AlibiRef, Align, BiasRef, Device, DeviceBuffer, Forward, I32Ref, LseRef, Mask, MaskRef, Philox,
-    Plan, TensorRef,
+    AlibiRef, Align, BiasRef, Device, DeviceBuffer, Forward, I32Ref, LseRef, Mask, MaskRef, Merge,
+    Packing, Paged, PartialLseRef, PartialsRef, Philox, Plan, Route, Splits, TensorRef,
 };
 pub use attn_kernels::fwd::policy::Family;
+use attn_ref::paged::{PagedConfig, PagedKv};
 use attn_ref::{Dtype, Inputs, Problem, Report, Tensor};
 
 /// A device for a GPU test, or `None` after printing why the test is skipped.
@@ -79,6 +83,25 @@ pub struct FwdCase {
     /// With dropout: pass the Philox seed and (part of) the offset in device memory
     /// ([`Philox::Device`]) instead of by value.
     pub device_rng: bool,
+    /// The inference path's options.
+    pub decode: DecodeOpts,
+}
+
+/// How a case goes through the inference path (all off by default: the call decides).
+#[derive(Clone, Debug, Default)]
+pub struct DecodeOpts {
+    /// Which kernels.
+    pub route: Route,
+    /// Split-KV.
+    pub splits: Splits,
+    /// GQA packing.
+    pub packing: Packing,
+    /// k/v as a random paged cache (`PagedKv::random` of the problem) instead of contiguous:
+    /// the reference then evaluates the cache's contiguous equivalent (k/v are BMHK pages).
+    pub paged: Option<PagedConfig>,
+    /// Partial attentions over these key ranges (each a separate forward with `lse`, into
+    /// contiguous partial buffers), merged into `out`/`lse` by [`Merge`]; empty = one call.
+    pub key_ranges: Vec<(usize, usize)>,
 }
 
 impl FwdCase {
@@ -88,7 +111,14 @@ impl FwdCase {
             problem,
             layout,
             device_rng: false,
+            decode: DecodeOpts::default(),
         }
+    }
+
+    /// The same case with inference options.
+    pub fn with_decode(mut self, decode: DecodeOpts) -> Self {
+        self.decode = decode;
+        self
     }
 
     /// The same case with the Philox seed and offset in device memory.
@@ -343,6 +373,9 @@ struct Bufs {
     /// Two u64 words: the seed and the device part of the offset.
     rng: Option<Buf>,
     mask: Option<Buf>,
+    /// Paged KV: the block table, and the cache's shape `[num_pages, page_size]`, max_pages and
+    /// table stride.
+    paged: Option<(Buf, [usize; 4])>,
 }
 
 /// Whether a case requests the dropout mask (dropout with `p > 0`).
@@ -356,8 +389,7 @@ fn host_offset_part(offset: u64) -> u64 {
 }
 
 /// The forward call of a case on `b`'s buffers: every feature of the problem.
-fn forward_call(case: &FwdCase, x: &Inputs, b: &Bufs) -> Forward {
-    let p = &case.problem;
+fn forward_call(case: &FwdCase, p: &Problem, x: &Inputs, b: &Bufs) -> Forward {
     let dtype = host_dtype(p.dtype);
     let tref = |r: Buf, shape| TensorRef {
         ptr: r.ptr,
@@ -366,10 +398,25 @@ fn forward_call(case: &FwdCase, x: &Inputs, b: &Bufs) -> Forward {
         shape,
         strides: strides(shape, case.layout),
     };
+    // Paged k/v are BMHK pages [num_pages, page_size, Hk, D|Dv].
+    let (k_shape, v_shape) = match b.paged {
+        None => (p.k_shape(), p.v_shape()),
+        Some((_, [np, ps, _, _])) => (
+            [np, ps, p.heads_k, p.head_dim],
+            [np, ps, p.heads_k, p.head_dim_v],
+        ),
+    };
+    let kvref = |r: Buf, shape| match b.paged {
+        None => tref(r, shape),
+        Some(_) => TensorRef {
+            len: r.len,
+            ..TensorRef::contiguous(r.ptr, dtype, shape)
+        },
+    };
     let mut call = Forward::new(
         tref(b.q, p.q_shape()),
-        tref(b.k, p.k_shape()),
-        tref(b.v, p.v_shape()),
+        kvref(b.k, k_shape),
+        kvref(b.v, v_shape),
         tref(b.out, p.out_shape()),
     )
     .lse(LseRef {
@@ -433,7 +480,21 @@ fn forward_call(case: &FwdCase, x: &Inputs, b: &Bufs) -> Forward {
             ..MaskRef::contiguous(m.ptr, p.bias_shape())
         });
     }
-    call
+    if let Some((t, [_, _, max_pages, table_stride])) = b.paged {
+        call = call.paged(Paged {
+            block_table: i32s(t),
+            max_pages,
+            table_stride,
+        });
+    }
+    call.route(case.decode.route)
+        .splits(case.decode.splits)
+        .pack_gqa(case.decode.packing)
+}
+
+/// `call` writing its output and lse to `out` / `lse` instead.
+fn part_outputs(call: Forward, out: TensorRef, lse: LseRef) -> Forward {
+    call.output(out).lse(lse)
 }
 
 /// Plans a case's forward call for `family` on made-up (but consistently sized, aligned and
@@ -442,7 +503,15 @@ fn forward_call(case: &FwdCase, x: &Inputs, b: &Bufs) -> Forward {
 pub fn plan_fwd(case: &FwdCase, seed: u64, family: Family) -> Result<Plan, String> {
     let p = &case.problem;
     p.validate().map_err(|e| e.to_string())?;
-    let x = Inputs::random(p, seed, 1.0);
+    let (pc, x, cache) = match &case.decode.paged {
+        None => (p.clone(), Inputs::random(p, seed, 1.0), None),
+        Some(cfg) => {
+            let kv = PagedKv::random(p, cfg, seed).map_err(|e| e.to_string())?;
+            let (pc, x) = kv.random_inputs(p, seed, 1.0).map_err(|e| e.to_string())?;
+            (pc, x, Some(kv))
+        }
+    };
+    let p = &pc;
     let mut next = 0x1_0000_0000u64;
     let mut at = |len: usize, esize: usize| {
         let ptr = next;
@@ -451,10 +520,14 @@ pub fn plan_fwd(case: &FwdCase, seed: u64, family: Family) -> Result<Plan, Strin
     };
     let es = host_dtype(p.dtype).size();
     let numel = |s: [usize; 4]| s.iter().product::<usize>().max(1);
+    let (k_len, v_len) = match &cache {
+        None => (numel(p.k_shape()), numel(p.v_shape())),
+        Some(kv) => (kv.k_pages.data.len(), kv.v_pages.data.len()),
+    };
     let bufs = Bufs {
         q: at(numel(p.q_shape()), es),
-        k: at(numel(p.k_shape()), es),
-        v: at(numel(p.v_shape()), es),
+        k: at(k_len, es),
+        v: at(v_len, es),
         out: at(numel(p.out_shape()), es),
         lse: at(p.lse_len().max(1), 4),
         cu_seqlens: p
@@ -469,24 +542,56 @@ pub fn plan_fwd(case: &FwdCase, seed: u64, family: Family) -> Result<Plan, Strin
         slopes: p.alibi.as_ref().map(|a| at(a.slopes.len(), 4)),
         rng: (p.dropout.is_some() && case.device_rng).then(|| at(2, 8)),
         mask: wants_mask(p).then(|| at(numel(p.bias_shape()), 1)),
+        paged: cache.as_ref().map(|kv| {
+            let [np, ps, _, _] = kv.k_pages.shape;
+            (
+                at(kv.block_table.len(), 4),
+                [np, ps, kv.max_pages, kv.table_stride],
+            )
+        }),
     };
-    forward_call(case, &x, &bufs)
-        .plan(family)
-        .map_err(|e| e.to_string())
+    let mut call = forward_call(case, p, &x, &bufs);
+    // Partial attentions: the first range's call.
+    if let Some(&(lo, hi)) = case.decode.key_ranges.first() {
+        call = call.key_range(lo, hi);
+    }
+    call.plan(family).map_err(|e| e.to_string())
 }
 
 /// Runs one forward check on `dev` with inputs drawn from `seed`.
 pub fn run_fwd(dev: &Device, case: &FwdCase, seed: u64) -> Result<FwdOutcome, String> {
-    let p = &case.problem;
-    p.validate().map_err(|e| e.to_string())?;
+    case.problem.validate().map_err(|e| e.to_string())?;
+    // A paged case: a random cache, and its contiguous equivalent for the reference.
+    let (pc, x, cache) = match &case.decode.paged {
+        None => (
+            case.problem.clone(),
+            Inputs::random(&case.problem, seed, 1.0),
+            None,
+        ),
+        Some(cfg) => {
+            let kv = PagedKv::random(&case.problem, cfg, seed).map_err(|e| e.to_string())?;
+            let (pc, x) = kv
+                .random_inputs(&case.problem, seed ^ 0x9a9e, 1.0)
+                .map_err(|e| e.to_string())?;
+            (pc, x, Some(kv))
+        }
+    };
+    let p = &pc;
     let dtype = host_dtype(p.dtype);
-    let x = Inputs::random(p, seed, 1.0);
     let stream = dev.default_stream();
     let e = |e: attn_host::Error| e.to_string();
     let os = p.out_shape();
     let q = Raw::upload(dev, &device_bits(&x.q, dtype, case.layout), dtype).map_err(e)?;
-    let k = Raw::upload(dev, &device_bits(&x.k, dtype, case.layout), dtype).map_err(e)?;
-    let v = Raw::upload(dev, &device_bits(&x.v, dtype, case.layout), dtype).map_err(e)?;
+    let (k, v) = match &cache {
+        None => (
+            Raw::upload(dev, &device_bits(&x.k, dtype, case.layout), dtype).map_err(e)?,
+            Raw::upload(dev, &device_bits(&x.v, dtype, case.layout), dtype).map_err(e)?,
+        ),
+        Some(kv) => (
+            Raw::upload(dev, &device_bits(&kv.k_pages, dtype, Layout::Bmhk), dtype).map_err(e)?,
+            Raw::upload(dev, &device_bits(&kv.v_pages, dtype, Layout::Bmhk), dtype).map_err(e)?,
+        ),
+    };
     let out_len: usize = os.iter().product();
     let out = Raw::poisoned(dev, out_len, dtype, &stream).map_err(e)?;
     let lse_shape = p.lse_shape();
@@ -527,6 +632,11 @@ pub fn run_fwd(dev: &Device, case: &FwdCase, seed: u64) -> Result<FwdOutcome, St
     }
     if let Some(used) = &p.seqused_k {
         bufs.seqused_k = Some(array(used).map_err(e)?);
+    }
+    if let Some(kv) = &cache {
+        let t = array(&kv.block_table).map_err(e)?;
+        let [np, ps, _, _] = kv.k_pages.shape;
+        bufs.paged = Some((t, [np, ps, kv.max_pages, kv.table_stride]));
     }
     // The bias: the reference tensor's storage (zero strides included), in its dtype.
     let bias = match &x.bias {
@@ -578,10 +688,65 @@ pub fn run_fwd(dev: &Device, case: &FwdCase, seed: u64) -> Result<FwdOutcome, St
         None
     };
 
-    let call = forward_call(case, &x, &bufs);
-    // SAFETY: every buffer above is a live allocation on `dev` whose length the plan checks,
-    // and they all outlive the synchronisation below.
-    unsafe { call.launch(&stream) }.map_err(e)?;
+    let call = forward_call(case, p, &x, &bufs);
+    let ranges = &case.decode.key_ranges;
+    if ranges.is_empty() {
+        // SAFETY: every buffer above is a live allocation on `dev` whose length the plan checks,
+        // and they all outlive the synchronisation below.
+        unsafe { call.launch(&stream) }.map_err(e)?;
+    } else {
+        // Partials [n, B, S, H, Dv] (q's dtype) and [n, B, H, S] (f32), poisoned, then merged.
+        let n = ranges.len();
+        let lse_len: usize = p.lse_shape().iter().product();
+        let parts = Raw::poisoned(dev, n * out_len, dtype, &stream).map_err(e)?;
+        let mut parts_lse: DeviceBuffer<f32> = dev.alloc((n * lse_len).max(1)).map_err(e)?;
+        parts_lse.fill_bytes(0xFF, &stream).map_err(e)?;
+        let es = dtype.size() as u64;
+        for (r, &(lo, hi)) in ranges.iter().enumerate() {
+            let mut part = call;
+            let o = TensorRef::contiguous(parts.ptr() + (r * out_len) as u64 * es, dtype, os);
+            let l = LseRef::contiguous(parts_lse.ptr() + (r * lse_len * 4) as u64, p.lse_shape());
+            part = part.key_range(lo, hi);
+            part = part_outputs(part, o, l);
+            // SAFETY: as above; the partial buffers are live and sized for their shapes.
+            unsafe { part.launch(&stream) }.map_err(e)?;
+        }
+        let [b_, s_, h_, dv_] = os;
+        let pr = PartialsRef {
+            ptr: parts.ptr(),
+            len: parts.len(),
+            dtype,
+            shape: [n, b_, s_, h_, dv_],
+            strides: [
+                out_len as i64,
+                (s_ * h_ * dv_) as i64,
+                (h_ * dv_) as i64,
+                dv_ as i64,
+                1,
+            ],
+        };
+        let lr = PartialLseRef {
+            ptr: parts_lse.ptr(),
+            len: parts_lse.len(),
+            shape: [n, b_, h_, s_],
+            strides: [lse_len as i64, (h_ * s_) as i64, s_ as i64, 1],
+        };
+        let out_ref = TensorRef {
+            ptr: bufs.out.ptr,
+            len: bufs.out.len,
+            dtype,
+            shape: os,
+            strides: strides(os, case.layout),
+        };
+        let merge = Merge::new(pr, lr, out_ref).lse(LseRef {
+            len: bufs.lse.len,
+            ..LseRef::contiguous(bufs.lse.ptr, p.lse_shape())
+        });
+        // SAFETY: the partials are live until the synchronisation below; out/lse as above.
+        unsafe { merge.launch(&stream) }.map_err(e)?;
+        stream.synchronize().map_err(e)?;
+        drop((parts, parts_lse));
+    }
     stream.synchronize().map_err(e)?;
     let got_out = out.to_f32(dtype, &stream).map_err(e)?;
     let got_out = to_bmhk(&got_out[..out_len], os, case.layout);

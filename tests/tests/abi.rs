@@ -57,6 +57,18 @@ fn kernel_receives_the_exact_parameter_bytes() {
             offset_ptr: w(20),
             randval: w(21),
             randval_strides: [26, 27, w(22) as i64 >> 4],
+            pack_gqa: w(23) as u32,
+            num_splits: 28,
+            ws_o: w(24),
+            ws_lse: w(25),
+            ws_o_strides: [29, -(w(26) as i64 >> 4), 30, 31],
+            ws_lse_strides: [32, 33, w(27) as i64 >> 4],
+            block_table: w(28),
+            block_table_stride: -34,
+            page_size: w(29) as u32,
+            num_pages: 35,
+            key_lo: w(30) as u32,
+            key_hi: 36,
         };
         let got = attn_host::abi_echo(&stream, &p).expect("echo kernel");
         let want = KernArgs::new(&attn_abi::EchoParams {

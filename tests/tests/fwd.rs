@@ -620,6 +620,7 @@ mod properties {
                 problem: p,
                 layout: if bhmk { Layout::Bhmk } else { Layout::Bmhk },
                 device_rng,
+                decode: Default::default(),
             };
             let o = match run_fwd(dev, &case, seed) {
                 // Not built for this target (policy::instantiated): a typed error, not a result.
@@ -650,6 +651,7 @@ mod properties {
                 problem: p,
                 layout: if bhmk { Layout::Bhmk } else { Layout::Bmhk },
                 device_rng,
+                decode: Default::default(),
             };
             for family in [Family::Sm80, Family::Sm90, Family::Cdna, Family::Rdna3] {
                 let plan = match plan_fwd(&case, seed, family) {

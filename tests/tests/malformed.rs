@@ -1,11 +1,13 @@
 //! Device arrays the host cannot read (`cu_seqlens_q/k`, `seqused_k`, the Philox seed and offset
 //! pointers' contents) are clamped in the kernels: malformed ones may give wrong numbers but never
 //! an access outside the validated tensors. This test feeds malformed arrays to every forward
-//! variant; `tools/gpu-suite.sh` runs it under `compute-sanitizer --tool memcheck`, which must
+//! variant, and to the decode kernels with a paged cache whose block table is out of range
+//! everywhere; `tools/gpu-suite.sh` runs it under `compute-sanitizer --tool memcheck`, which must
 //! report 0 errors. Skips (printing why) without a GPU.
 use attn_abi::DType;
 use attn_host::{
-    AlibiRef, BiasRef, Dropout, Forward, I32Ref, LseRef, MaskRef, Philox, TensorRef, Varlen,
+    AlibiRef, BiasRef, Dropout, Forward, I32Ref, LseRef, MaskRef, Paged, Philox, Route, Splits,
+    TensorRef, Varlen,
 };
 use attn_tests::device_or_skip;
 
@@ -110,5 +112,76 @@ fn malformed_device_arrays_never_fault() {
             .synchronize()
             .unwrap_or_else(|e| panic!("call {n}: {e}"));
     }
-    eprintln!("malformed device arrays: 2 launches completed (run under memcheck for the proof)");
+
+    // The decode kernels: a paged cache of 10 pages of 16 keys (k/v hold 160 keys of Hk = 2),
+    // a block table full of out-of-range entries, the same malformed cu_seqlens / seqused_k,
+    // split-KV with a key range.
+    let pages = 10usize;
+    let kp = dev.clone_htod(&fill(pages * 16 * hk * d)).unwrap();
+    let vp = dev.clone_htod(&fill(pages * 16 * hk * d)).unwrap();
+    let max_pages = 12usize;
+    let table: Vec<i32> = (0..nseq * max_pages)
+        .map(|i| [-1, 10, i32::MAX, i32::MIN, 3, 11, 9][i % 7])
+        .collect();
+    let table = dev.clone_htod(&table).unwrap();
+    let paged = |splits: u32| {
+        let page_t = |ptr: u64, len: usize| TensorRef {
+            len,
+            ..TensorRef::contiguous(ptr, DType::Bf16, [pages, 16, hk, d])
+        };
+        Forward::new(
+            t(q.ptr(), q.len(), tq, hq),
+            page_t(kp.ptr(), kp.len()),
+            page_t(vp.ptr(), vp.len()),
+            t(out.ptr(), out.len(), tq, hq),
+        )
+        .lse(LseRef {
+            len: lse.len(),
+            ..LseRef::contiguous(lse.ptr(), [1, hq, tq])
+        })
+        .varlen(Varlen {
+            cu_seqlens_q: I32Ref {
+                ptr: cq.ptr(),
+                len: nseq + 1,
+            },
+            cu_seqlens_k: I32Ref {
+                ptr: cq.ptr(),
+                len: nseq + 1,
+            },
+            max_seqlen_q: mq,
+            max_seqlen_k: max_pages * 16,
+        })
+        .seqused_k(I32Ref {
+            ptr: used.ptr(),
+            len: nseq,
+        })
+        .mask(attn_host::Mask::Causal(attn_host::Align::BottomRight))
+        .paged(Paged {
+            block_table: I32Ref {
+                ptr: table.ptr(),
+                len: table.len(),
+            },
+            max_pages,
+            table_stride: max_pages,
+        })
+        .splits(Splits::Fixed(splits))
+        .softcap(10.0)
+    };
+    let decode_calls = [
+        paged(1),
+        paged(5),
+        paged(3).key_range(17, 90),
+        base().splits(Splits::Fixed(4)).route(Route::Decode),
+    ];
+    for (n, call) in decode_calls.iter().enumerate() {
+        // SAFETY: as above.
+        unsafe { call.launch(&stream) }.unwrap_or_else(|e| panic!("decode call {n}: {e}"));
+        stream
+            .synchronize()
+            .unwrap_or_else(|e| panic!("decode call {n}: {e}"));
+    }
+    eprintln!(
+        "malformed device arrays: {} launches completed (run under memcheck for the proof)",
+        calls.len() + decode_calls.len()
+    );
 }

@@ -1,7 +1,7 @@
 //! Textual LLVM IR surgery on the post-LTO module: launch bounds from the `#[kernel]` markers.
 //!
 //! rustc cannot express `amdgpu-flat-work-group-size` or `nvvm.maxntid`, so `attn-macros` emits
-//! a `#[used]` static `ATTN_KERNEL__<name>__threads_<N>` per kernel. This module finds those
+//! a `#[used]` static `ATTN_KERNEL__<name>__threads_<N>[__blocks_<M>]` per kernel. This module finds those
 //! markers, gives every marked kernel its own attribute group carrying the launch bounds, drops
 //! the markers (and their `@llvm.used` entries) and the embedded-bitcode `module asm` lines.
 
@@ -11,6 +11,7 @@ use std::fmt::Write as _;
 /// Symbol prefix of the marker statics emitted by `#[kernel(threads = N)]`.
 pub const MARKER_PREFIX: &str = "ATTN_KERNEL__";
 const MARKER_THREADS: &str = "__threads_";
+const MARKER_BLOCKS: &str = "__blocks_";
 
 /// Which GPU vendor's attributes to add.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,18 +30,20 @@ impl Vendor {
         }
     }
 
-    /// The string attributes that bound a kernel to `threads` threads per block.
-    fn bound_attrs(self, threads: u32) -> Vec<(&'static str, String)> {
+    /// The string attributes that bound a kernel to `threads` threads per block and (NVIDIA)
+    /// ask for `blocks` resident blocks per SM.
+    fn bound_attrs(self, threads: u32, blocks: u32) -> Vec<(&'static str, String)> {
         match self {
             Vendor::Amd => vec![
                 ("amdgpu-flat-work-group-size", format!("1,{threads}")),
                 ("amdgpu-ieee", "false".to_string()),
             ],
-            // `minctasm` 1: one block per SM is acceptable, so ptxas may use up to 255
-            // registers instead of trading spills for occupancy.
+            // `minctasm` 1 (the default): one block per SM is acceptable, so ptxas may use up to
+            // 255 registers instead of trading spills for occupancy; a memory-bound kernel asks
+            // for more (`#[kernel(blocks = M)]`), which caps its registers at 65536 / (M · threads).
             Vendor::Nvidia => vec![
                 ("nvvm.maxntid", threads.to_string()),
-                ("nvvm.minctasm", "1".to_string()),
+                ("nvvm.minctasm", blocks.to_string()),
             ],
         }
     }
@@ -53,19 +56,26 @@ pub struct Marker {
     pub name: String,
     /// Threads per block.
     pub threads: u32,
+    /// Resident blocks per SM asked for (NVIDIA's `minctasm`; 1 by default).
+    pub blocks: u32,
 }
 
-/// Parses a marker symbol name `ATTN_KERNEL__<name>__threads_<N>`.
+/// Parses a marker symbol name `ATTN_KERNEL__<name>__threads_<N>[__blocks_<M>]`.
 pub fn parse_marker_symbol(sym: &str) -> Option<Marker> {
     let rest = sym.strip_prefix(MARKER_PREFIX)?;
-    let (name, threads) = rest.rsplit_once(MARKER_THREADS)?;
+    let (name, tail) = rest.rsplit_once(MARKER_THREADS)?;
+    let (threads, blocks) = match tail.split_once(MARKER_BLOCKS) {
+        Some((t, b)) => (t, b.parse().ok()?),
+        None => (tail, 1),
+    };
     let threads: u32 = threads.parse().ok()?;
-    if name.is_empty() || threads == 0 {
+    if name.is_empty() || threads == 0 || blocks == 0 {
         return None;
     }
     Some(Marker {
         name: name.to_string(),
         threads,
+        blocks,
     })
 }
 
@@ -189,7 +199,7 @@ pub struct Patched {
 /// Errors when a kernel has no marker, a marker has no kernel, or the text is not as expected.
 pub fn patch_module(ir: &str, vendor: Vendor) -> Result<Patched, String> {
     // Pass 1: markers, attribute groups and the highest group id.
-    let mut markers: BTreeMap<String, u32> = BTreeMap::new();
+    let mut markers: BTreeMap<String, (u32, u32)> = BTreeMap::new();
     let mut groups: BTreeMap<u32, String> = BTreeMap::new();
     for line in ir.lines() {
         if let Some(sym) = defined_global(line)
@@ -197,7 +207,10 @@ pub fn patch_module(ir: &str, vendor: Vendor) -> Result<Patched, String> {
         {
             let m = parse_marker_symbol(sym)
                 .ok_or_else(|| format!("malformed kernel marker `{sym}`"))?;
-            if markers.insert(m.name.clone(), m.threads).is_some() {
+            if markers
+                .insert(m.name.clone(), (m.threads, m.blocks))
+                .is_some()
+            {
                 return Err(format!("two markers for kernel `{}`", m.name));
             }
         } else if let Some(rest) = line.strip_prefix("attributes #") {
@@ -241,7 +254,7 @@ pub fn patch_module(ir: &str, vendor: Vendor) -> Result<Patched, String> {
         if let Some(name) = defined_function(line)
             && line.contains(&cc)
         {
-            let threads = *markers
+            let (threads, blocks) = *markers
                 .get(name)
                 .ok_or_else(|| format!("kernel `{name}` has no `#[kernel(threads = N)]` marker"))?;
             let tokens: Vec<&str> = line.split(' ').collect();
@@ -267,7 +280,7 @@ pub fn patch_module(ir: &str, vendor: Vendor) -> Result<Patched, String> {
                     ));
                 }
             };
-            let bounds = vendor.bound_attrs(threads);
+            let bounds = vendor.bound_attrs(threads, blocks);
             let mut attrs: Vec<String> = split_top_level(&base, ' ')
                 .into_iter()
                 .filter(|a| !bounds.iter().any(|(k, _)| attr_key(a) == *k))
@@ -296,6 +309,7 @@ pub fn patch_module(ir: &str, vendor: Vendor) -> Result<Patched, String> {
             kernels.push(Marker {
                 name: name.to_string(),
                 threads,
+                blocks,
             });
             continue;
         }
@@ -377,6 +391,15 @@ attributes #3 = { nounwind }
         assert_eq!(m.name, "attn_fwd_f16_d64");
         assert_eq!(m.threads, 128);
         assert!(parse_marker_symbol("ATTN_KERNEL__x__threads_").is_none());
+        let m = parse_marker_symbol("ATTN_KERNEL__attn_fwd_f16_d64_decode__threads_128__blocks_3")
+            .unwrap();
+        assert_eq!(
+            (m.name.as_str(), m.threads, m.blocks),
+            ("attn_fwd_f16_d64_decode", 128, 3)
+        );
+        assert_eq!(m.blocks, 3);
+        assert!(parse_marker_symbol("ATTN_KERNEL__x__threads_128__blocks_0").is_none());
+        assert!(parse_marker_symbol("ATTN_KERNEL__x__threads_128__blocks_").is_none());
         assert!(parse_marker_symbol("ATTN_KERNEL____threads_4").is_none());
         assert!(parse_marker_symbol("OTHER__x__threads_4").is_none());
     }

@@ -117,6 +117,11 @@ pub const FLAG_DROPOUT: u32 = 32;
 /// forward stages its bias tiles in shared memory with asynchronous 16-byte copies (otherwise
 /// with element copies).
 pub const FLAG_BIAS_VEC16: u32 = 64;
+/// `flags` bit: only the keys `key_lo..key_hi` are attended to (the `Decode` variant).
+pub const FLAG_KEY_RANGE: u32 = 128;
+/// `flags` bit: k and v are pages of a paged KV cache addressed through `block_table` (the
+/// `Decode` variant).
+pub const FLAG_PAGED: u32 = 256;
 /// `window_left` / `window_right` value meaning "unbounded on this side".
 pub const WINDOW_UNBOUNDED: i32 = i32::MAX;
 
@@ -224,9 +229,43 @@ pub struct FwdParams {
     pub randval: u64,
     /// Mask strides in elements: batch (varlen: sequence), head, query row (the key stride is 1).
     pub randval_strides: [i64; 3],
+
+    // ---- inference (the `Decode` variant; see `docs/design.md`)
+    /// GQA packing: the `G = pack_gqa` query heads of one kv head are rows of one block (packed
+    /// row `r` is query `r / G` of head `y·G + r % G`, `y` the grid's kv-head index). 1 = off.
+    pub pack_gqa: u32,
+    /// Split-KV: each (query block, head, sequence) walks its keys in `num_splits` chunks, one
+    /// block per chunk (grid x = query blocks · splits); with more than one, the blocks write
+    /// partial `O` and lse to the workspace and a merge kernel combines them. 1 = off.
+    pub num_splits: u32,
+    /// Split-KV workspace: partial `O` (f32, normalised by its own row sum), addressed as
+    /// `[split, batch, seq, head]` by [`FwdParams::ws_o_strides`] (head-dim stride 1).
+    pub ws_o: u64,
+    /// Split-KV workspace: partial lse (f32, natural log), `[split, batch, head, seq]` by
+    /// [`FwdParams::ws_lse_strides`] (sequence stride 1).
+    pub ws_lse: u64,
+    /// Strides of `ws_o`: split, batch, sequence, head.
+    pub ws_o_strides: [i64; 4],
+    /// Strides of `ws_lse`: split, batch, head.
+    pub ws_lse_strides: [i64; 3],
+    /// Paged KV: device address of the block table (i32 `[nseq or B, max_pages]`), or 0. Key `j`
+    /// of sequence `b` is row `j % page_size` of page `table[b][j / page_size]` (clamped to
+    /// `num_pages - 1`); k/v's batch stride is then the page stride.
+    pub block_table: u64,
+    /// Row stride of the block table, in entries.
+    pub block_table_stride: i64,
+    /// Keys per page (a multiple of 16).
+    pub page_size: u32,
+    /// Pages in k/v (the clamp of every table entry).
+    pub num_pages: u32,
+    /// With [`FLAG_KEY_RANGE`], only keys `key_lo <= j < key_hi` (of each sequence) are attended
+    /// to and read: partial attention over a key range.
+    pub key_lo: u32,
+    /// See [`FwdParams::key_lo`].
+    pub key_hi: u32,
 }
 
-// SAFETY: `#[repr(C)]`, only integers and floats, explicit padding, 368 bytes, align 8.
+// SAFETY: `#[repr(C)]`, only integers and floats, explicit padding, 480 bytes, align 8.
 unsafe impl KernelParams for FwdParams {}
 
 /// Parameters of the `attn_abi_echo` kernel: it copies the argument image it received, all
@@ -240,11 +279,55 @@ pub struct EchoParams {
     pub payload: FwdParams,
 }
 
-// SAFETY: `#[repr(C)]` of a u64 and a `KernelParams` struct; 376 bytes, align 8, no padding.
+// SAFETY: `#[repr(C)]` of a u64 and a `KernelParams` struct; 488 bytes, align 8, no padding.
 unsafe impl KernelParams for EchoParams {}
 
+/// Parameters of the merge kernels `attn_merge_{in}_{out}`: for every (sequence, row, head),
+///
+/// ```text
+/// lse = ln Σ_s exp(lse_s),   out = Σ_s exp(lse_s - lse) · o_s     (out = 0, lse = -inf when
+///                                                                  every lse_s is -inf)
+/// ```
+///
+/// over the `n_parts` partials `o_s [batch, seq, head, Dv]`, `lse_s [batch, head, seq]`. The
+/// grid is `(seq rows, heads, batch or nseq)`; in varlen mode (`cu_seqlens_q` non-zero) the
+/// batch index is the sequence and rows are packed tokens, as in [`FwdParams`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct MergeParams {
+    /// Device address of the partial outputs (`input` dtype).
+    pub parts_o: u64,
+    /// Strides of the partial outputs: part, batch, sequence, head (head dim: 1).
+    pub parts_o_strides: [i64; 4],
+    /// Device address of the partial lse (f32, natural log).
+    pub parts_lse: u64,
+    /// Strides of the partial lse: part, batch, head (sequence: 1).
+    pub parts_lse_strides: [i64; 3],
+    /// Device address of the merged output (`output` dtype).
+    pub out: u64,
+    /// Strides of the merged output: batch, sequence, head (head dim: 1).
+    pub o_strides: [i64; 3],
+    /// Device address of the merged lse (f32), or 0.
+    pub lse: u64,
+    /// Strides of the merged lse: batch, head (sequence: 1).
+    pub lse_strides: [i64; 2],
+    /// Varlen: device address of `cu_seqlens_q` (i32 `[nseq + 1]`), or 0 (batch mode).
+    pub cu_seqlens_q: u64,
+    /// Number of partials.
+    pub n_parts: u32,
+    /// Rows per sequence (batch mode) or total rows (varlen: the clamp of `cu_seqlens_q`).
+    pub seqlen: u32,
+    /// Varlen: the longest sequence (the grid's x); batch mode: `seqlen`.
+    pub max_seqlen: u32,
+    /// Head dim of the outputs.
+    pub head_dim_v: u32,
+}
+
+// SAFETY: `#[repr(C)]`, only integers, 152 bytes, align 8, no padding.
+unsafe impl KernelParams for MergeParams {}
+
 const _: () = {
-    assert!(core::mem::size_of::<FwdParams>() == 368);
+    assert!(core::mem::size_of::<FwdParams>() == 480);
     assert!(core::mem::align_of::<FwdParams>() == 8);
     assert!(core::mem::offset_of!(FwdParams, q_strides) == 40);
     assert!(core::mem::offset_of!(FwdParams, lse_strides) == 136);
@@ -255,7 +338,11 @@ const _: () = {
     assert!(core::mem::offset_of!(FwdParams, bias_strides) == 240);
     assert!(core::mem::offset_of!(FwdParams, seed) == 304);
     assert!(core::mem::offset_of!(FwdParams, randval_strides) == 344);
-    assert!(core::mem::size_of::<EchoParams>() == 376);
+    assert!(core::mem::offset_of!(FwdParams, pack_gqa) == 368);
+    assert!(core::mem::offset_of!(FwdParams, ws_o_strides) == 392);
+    assert!(core::mem::offset_of!(FwdParams, key_hi) == 476);
+    assert!(core::mem::size_of::<MergeParams>() == 152);
+    assert!(core::mem::size_of::<EchoParams>() == 488);
     assert!(core::mem::size_of::<KernArgs>() == 512);
 };
 
@@ -276,6 +363,14 @@ pub enum KernelId {
     /// `attn_dropout_mask`: writes the keep mask of the positions the mask hides (the forward
     /// kernel writes the visible ones), so that `return_dropout_randval` covers every position.
     DropoutMask,
+    /// `attn_merge_{input}_{output}`: merges partial attention outputs by their lse
+    /// ([`MergeParams`]): split-KV's combine step, and the public merge.
+    Merge {
+        /// Element type of the partial outputs.
+        input: DType,
+        /// Element type of the merged output.
+        output: DType,
+    },
 }
 
 /// The compile-time variants of the forward kernel. Masks and GQA are run-time in all three;
@@ -290,11 +385,20 @@ pub enum FwdVariant {
     Varlen,
     /// Varlen, `seqused_k`, bias, ALiBi, softcap and dropout (each optional).
     Pieces,
+    /// Varlen, `seqused_k`, softcap and ALiBi, plus split-KV, GQA packing, paged KV and key
+    /// ranges (no bias, no dropout), on a tile whose waves share the query rows and split the
+    /// keys (decode: few query rows, many keys).
+    Decode,
 }
 
 impl FwdVariant {
     /// All variants, in kernel-name order.
-    pub const ALL: [FwdVariant; 3] = [FwdVariant::Plain, FwdVariant::Varlen, FwdVariant::Pieces];
+    pub const ALL: [FwdVariant; 4] = [
+        FwdVariant::Plain,
+        FwdVariant::Varlen,
+        FwdVariant::Pieces,
+        FwdVariant::Decode,
+    ];
 }
 
 /// Head-dim buckets the forward kernels are instantiated for.
@@ -315,9 +419,13 @@ impl KernelId {
                     FwdVariant::Plain => Ok(()),
                     FwdVariant::Varlen => w.write_str("_varlen"),
                     FwdVariant::Pieces => w.write_str("_pieces"),
+                    FwdVariant::Decode => w.write_str("_decode"),
                 }
             }
             KernelId::DropoutMask => w.write_str("attn_dropout_mask"),
+            KernelId::Merge { input, output } => {
+                write!(w, "attn_merge_{}_{}", input.name(), output.name())
+            }
         }
     }
 }
@@ -353,6 +461,6 @@ mod tests {
         let args = KernArgs::new(&p);
         assert_eq!(args.params::<FwdParams>(), p);
         // Bytes past the struct are zero.
-        assert!(args.0[46..].iter().all(|&w| w == 0));
+        assert!(args.0[60..].iter().all(|&w| w == 0));
     }
 }

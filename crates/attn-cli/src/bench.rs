@@ -9,6 +9,11 @@
 //! `--features` times the feature rows instead (see [`features`]): dropout, additive bias
 //! (broadcast and full), ALiBi, softcap and varlen, each beside PyTorch through
 //! `python3 bench/torch_feature_peers.py`.
+//!
+//! `--decode` times the decode rows instead (see [`decode`]): one or four new query tokens against
+//! a KV cache of 2048 … 32768 keys, in GB/s and percent of a device-to-device copy of the same run,
+//! beside PyTorch SDPA's flash, efficient and cuDNN backends through
+//! `python3 bench/torch_decode_peers.py`.
 use attn_abi::DType;
 use attn_host::{Align, Device, DeviceBuffer, Forward, LseRef, Mask, Result, TensorRef};
 use comfy_table::Table;
@@ -30,6 +35,7 @@ pub(crate) struct Args {
     #[arg(long)]
     dtype: Option<String>,
     /// Also time PyTorch SDPA (flash, efficient, cudnn) through `python3 bench/torch_peers.py`.
+    /// With `--features` or `--decode` PyTorch runs unless this is `none`.
     #[arg(long, value_name = "torch")]
     compare: Option<String>,
     /// Path of the peers script.
@@ -47,6 +53,25 @@ pub(crate) struct Args {
     /// Path of the feature peers script (`--features`).
     #[arg(long, default_value = "bench/torch_feature_peers.py")]
     feature_peers_script: PathBuf,
+    /// Time the decode rows instead (bf16, D = 128, Hq = 32, K/V caches rotated out of L2): ms,
+    /// GB/s (K + V + Q + O once) and % of a d2d copy of the same run, beside PyTorch SDPA flash,
+    /// efficient and cudnn (`--compare none` leaves PyTorch out). Rows: 1 b1-sk32768-hk8,
+    /// 2 b16-sk8192-hk8, 3 b8-sk8192, 4 b32-sk4096, 5 b16-sq4-sk8192-hk8-causal (causal
+    /// bottom-right), 6 b8-sk32768, 7 b64-sk2048, named b<B>[-sq<Sq>]-sk<Sk>[-hk<Hk>] (Sq = 1,
+    /// Hk = 32 unless given). A comma-separated list picks rows by number or name; an item also
+    /// picks the rows it prefixes (`b16` = rows 2 and 5). `--max-seqlen`, `--d`, `--dtype` do not
+    /// apply.
+    #[arg(
+        long,
+        value_name = "ROWS",
+        num_args = 0..=1,
+        default_missing_value = "all",
+        conflicts_with = "features"
+    )]
+    decode: Option<String>,
+    /// Path of the decode peers script (`--decode`).
+    #[arg(long, default_value = "bench/torch_decode_peers.py")]
+    decode_peers_script: PathBuf,
 }
 
 /// One shape of the canonical table.
@@ -204,6 +229,9 @@ pub(crate) fn run(a: &Args) -> Result<()> {
     if a.features.is_some() {
         return features::run(a);
     }
+    if a.decode.is_some() {
+        return decode::run(a);
+    }
     let Some(dev) = crate::best_device() else {
         return cpu_bench();
     };
@@ -288,6 +316,8 @@ fn cpu_bench() -> Result<()> {
     );
     Ok(())
 }
+
+mod decode;
 
 /// `attn bench --features`: the forward with each optional feature, beside PyTorch.
 ///
@@ -532,7 +562,7 @@ mod features {
     }
 
     /// Uniform bf16 values in [-1, 1) (xorshift64, as the canonical table's inputs).
-    fn random_bf16(n: usize, x: &mut u64) -> Vec<u16> {
+    pub(super) fn random_bf16(n: usize, x: &mut u64) -> Vec<u16> {
         (0..n)
             .map(|_| {
                 *x ^= *x << 13;
@@ -695,7 +725,7 @@ mod features {
     }
 
     /// The command line, quoted for a POSIX shell where needed.
-    fn command_line() -> String {
+    pub(super) fn command_line() -> String {
         std::env::args()
             .map(|x| {
                 let plain = !x.is_empty()
@@ -787,7 +817,7 @@ mod features {
     }
 
     /// The first line of `e`, at most `n` characters.
-    fn short(e: &str, n: usize) -> String {
+    pub(super) fn short(e: &str, n: usize) -> String {
         let line = e.lines().next().unwrap_or("");
         if line.chars().count() > n {
             format!("{}...", line.chars().take(n).collect::<String>())

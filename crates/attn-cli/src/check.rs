@@ -194,6 +194,7 @@ pub(crate) fn run(a: &Args) -> Result<bool> {
                     problem: p.clone(),
                     layout,
                     device_rng: rng.next_u64().is_multiple_of(2),
+                    decode: Default::default(),
                 };
                 let outcome = match &dev {
                     Some(dev) => run_fwd(dev, &case, rng.next_u64()),

@@ -9,6 +9,7 @@
 //! | memory the caller owns | [`TensorRef`], [`LseRef`] (raw device addresses + shape + strides) |
 //! | the forward pass | [`Forward`] (builder; [`Forward::plan`] validates, `launch` runs) |
 //! | its optional features | [`Varlen`] + [`I32Ref`] (varlen, `seqused_k`), [`BiasRef`], [`AlibiRef`], softcap, [`Dropout`] + [`Philox`], [`MaskRef`] (dropout mask) |
+//! | inference ([`decode`]) | [`Paged`] (paged KV cache), [`Splits`] / [`Packing`] / [`Route`] (split-KV, GQA packing), [`Workspace`], key ranges and [`Merge`] (partial attention) |
 //! | errors | [`Error`]: `LibraryNotFound`, `Driver`, `NoDevice`, `InvalidArgument`, `Unsupported` |
 //!
 //! The kernels are prebuilt by `cargo xtask build-kernels` and embedded; the runtime libraries
@@ -32,12 +33,16 @@
 //! # Ok(()) }
 //! ```
 pub mod code_objects;
+pub mod decode;
 pub mod device;
 pub mod driver;
 pub mod error;
 pub mod ops;
 
 pub use attn_abi::{DType, KernelId};
+pub use decode::{
+    Merge, MergePlan, Packing, Paged, PartialLseRef, PartialsRef, Route, Splits, Workspace,
+};
 pub use device::{Device, DeviceBuffer, Stream};
 pub use driver::{Api, DeviceInfo};
 pub use error::{Error, Result};

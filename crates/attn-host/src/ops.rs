@@ -17,15 +17,24 @@
 //! | [`Forward::softcap`] | `f32` | `s = cap · tanh(s / cap)` |
 //! | [`Forward::dropout`] | [`Dropout`], [`Philox`] | Philox dropout, seed on the host or the device |
 //! | [`Forward::dropout_mask`] | [`MaskRef`] | writes the u8 keep mask (the seed's `return_dropout_randval`) |
+//! | [`Forward::paged`] | [`Paged`] | k/v are pages of a paged KV cache ([`crate::decode`]) |
+//! | [`Forward::key_range`] | `lo, hi` | partial attention over keys `lo..hi` (merge with [`crate::decode::Merge`]) |
+//! | [`Forward::splits`], [`Forward::pack_gqa`], [`Forward::route`] | [`Splits`], [`Packing`], [`Route`] | force split-KV, GQA packing, the decode kernels |
+//! | [`Forward::workspace`] | [`Workspace`] | caller memory for split-KV's partials |
 //!
 //! Throughout, `nb` is the number of sequences (`B` in batch mode, `nseq` in varlen mode) and
 //! `max_sq` / `max_sk` are `Sq` / `Sk` in batch mode and the varlen hints in varlen mode: the bias
 //! and the dropout mask have the logical shape `[nb, Hq, max_sq, max_sk]`.
+use crate::decode::{
+    self, DECODE_ROWS, MAX_SPLITS, MERGE_THREADS, MergePlan, Packing, Paged, Route, Splits,
+    Workspace,
+};
 use crate::device::{Device, DeviceBuffer, Stream};
 use crate::error::{Error, Result};
 use attn_abi::{
-    DType, FLAG_BIAS_F32, FLAG_BIAS_VEC16, FLAG_DROPOUT, FLAG_VARLEN, FLAG_VEC16, FWD_HEAD_DIMS,
-    FwdParams, FwdVariant, KernArgs, KernelId, MASK_BOTTOM_RIGHT, MASK_WINDOW, WINDOW_UNBOUNDED,
+    DType, FLAG_BIAS_F32, FLAG_BIAS_VEC16, FLAG_DROPOUT, FLAG_KEY_RANGE, FLAG_PAGED, FLAG_VARLEN,
+    FLAG_VEC16, FWD_HEAD_DIMS, FwdParams, FwdVariant, KernArgs, KernelId, MASK_BOTTOM_RIGHT,
+    MASK_WINDOW, MergeParams, WINDOW_UNBOUNDED,
 };
 use attn_kernels::fwd::policy::{self, Family};
 
@@ -287,6 +296,19 @@ pub struct Plan {
     /// `x = ceil(max_sq · ceil(max_sk / 8) / 128)`: each thread writes one group of
     /// 8 keys (one Philox call).
     pub mask_grid: Option<[u32; 3]>,
+    /// Split-KV: key chunks per block (1 = not split). With more, the forward writes partials to
+    /// the workspace and [`Plan::merge`] combines them into `out` and `lse`.
+    pub splits: u32,
+    /// GQA packing: query heads per block row group (1 = not packed).
+    pub pack: u32,
+    /// Workspace the call needs, bytes (0 without split-KV): the caller's
+    /// [`Forward::workspace`], or allocated (and freed, which waits for the stream) by `launch`.
+    pub workspace_bytes: usize,
+    /// Where the partial lse start in the workspace, bytes (16-byte aligned).
+    pub workspace_lse_offset: usize,
+    /// The merge launched after the forward when `splits > 1` (its partial addresses are the
+    /// workspace's, filled in at launch when the call did not bring one).
+    pub merge: Option<MergePlan>,
 }
 
 /// The forward pass `out = softmax(scale · q·kᵀ + mask) · v` (and `lse`), on caller memory,
@@ -308,10 +330,16 @@ pub struct Forward {
     softcap: f32,
     dropout: Option<Dropout>,
     dropout_mask: Option<MaskRef>,
+    paged: Option<Paged>,
+    key_range: Option<(usize, usize)>,
+    splits: Splits,
+    packing: Packing,
+    route: Route,
+    workspace: Option<Workspace>,
 }
 
 /// Checks that `ptr` is a non-null, `align`-aligned device address (`what` names the pointer).
-fn check_ptr(what: &str, ptr: u64, align: usize) -> Result<()> {
+pub(crate) fn check_ptr(what: &str, ptr: u64, align: usize) -> Result<()> {
     if ptr == 0 {
         return Err(Error::invalid(what, "a non-null device address", "null"));
     }
@@ -325,7 +353,7 @@ fn check_ptr(what: &str, ptr: u64, align: usize) -> Result<()> {
     Ok(())
 }
 
-fn check_extent(
+pub(crate) fn check_extent(
     what: &str,
     ptr: u64,
     len: usize,
@@ -380,7 +408,7 @@ fn rows_16b_aligned(ptr: u64, strides: &[i64], esize: usize) -> bool {
 
 /// Outputs must not write one element twice: a zero stride is allowed only on a size-1 dim.
 /// A tensor with a size-0 dimension has no element, so any strides are fine.
-fn check_no_broadcast(what: &str, shape: &[usize], strides: &[i64]) -> Result<()> {
+pub(crate) fn check_no_broadcast(what: &str, shape: &[usize], strides: &[i64]) -> Result<()> {
     if shape.contains(&0) {
         return Ok(());
     }
@@ -442,7 +470,18 @@ impl Forward {
             softcap: 0.0,
             dropout: None,
             dropout_mask: None,
+            paged: None,
+            key_range: None,
+            splits: Splits::Auto,
+            packing: Packing::Auto,
+            route: Route::Auto,
+            workspace: None,
         }
+    }
+    /// The same call writing its output to `out` instead.
+    pub fn output(mut self, out: TensorRef) -> Self {
+        self.out = out;
+        self
     }
     /// Also write the log-sum-exp.
     pub fn lse(mut self, lse: LseRef) -> Self {
@@ -507,6 +546,42 @@ impl Forward {
     /// [`Plan::mask_grid`].
     pub fn dropout_mask(mut self, mask: MaskRef) -> Self {
         self.dropout_mask = Some(mask);
+        self
+    }
+
+    /// k and v are pages of a paged KV cache (shape `[num_pages, page_size, Hk, D|Dv]`); see
+    /// [`Paged`]. Runs on the decode kernels.
+    pub fn paged(mut self, paged: Paged) -> Self {
+        self.paged = Some(paged);
+        self
+    }
+    /// Partial attention: only keys `lo..hi` of each sequence are attended to (the masks keep
+    /// their full-length alignment; `hi` may exceed the sequence). With [`Forward::lse`], partials
+    /// over disjoint ranges merge into the whole result with [`crate::decode::Merge`]. Runs on the
+    /// decode kernels.
+    pub fn key_range(mut self, lo: usize, hi: usize) -> Self {
+        self.key_range = Some((lo, hi));
+        self
+    }
+    /// Split-KV (default [`Splits::Auto`]).
+    pub fn splits(mut self, splits: Splits) -> Self {
+        self.splits = splits;
+        self
+    }
+    /// GQA packing (default [`Packing::Auto`]).
+    pub fn pack_gqa(mut self, packing: Packing) -> Self {
+        self.packing = packing;
+        self
+    }
+    /// Which kernels serve the call (default [`Route::Auto`]).
+    pub fn route(mut self, route: Route) -> Self {
+        self.route = route;
+        self
+    }
+    /// Caller memory for split-KV's partials (see [`Plan::workspace_bytes`]); without it,
+    /// `launch` allocates and frees a workspace per split call.
+    pub fn workspace(mut self, workspace: Workspace) -> Self {
+        self.workspace = Some(workspace);
         self
     }
 
@@ -582,9 +657,18 @@ impl Forward {
         })
     }
 
-    /// Validates every argument and decides the launch for a device of `family`. Pure: touches
-    /// no device.
+    /// [`Forward::plan_on`] without a device size: [`Splits::Auto`] plans no split.
     pub fn plan(&self, family: Family) -> Result<Plan> {
+        self.plan_on(family, 0)
+    }
+
+    /// Validates every argument and decides the launch for a device of `family` with `units`
+    /// multiprocessors (CUs; 0 = unknown). Pure: touches no device.
+    ///
+    /// Decode-shaped calls (see [`Route::Auto`]) run on the decode kernels, packed when
+    /// [`Packing::Auto`] allows, and split when [`decode::choose_splits`] says the blocks do not
+    /// fill the device.
+    pub fn plan_on(&self, family: Family, units: u32) -> Result<Plan> {
         let (q, k, v, o) = (&self.q, &self.k, &self.v, &self.out);
         let dtype = q.dtype;
         for (name, t) in [("k", k), ("v", v), ("out", o)] {
@@ -606,8 +690,43 @@ impl Forward {
             }
         }
         let [b, sq, hq, d] = q.shape;
-        let [_, sk, hk, _] = k.shape;
+        let hk = k.shape[2];
         let dv = v.shape[3];
+        // Paged KV: k/v are [num_pages, page_size, Hk, D|Dv] and the logical key length is
+        // max_pages · page_size.
+        let sk = match &self.paged {
+            None => k.shape[1],
+            Some(pg) => {
+                let [num_pages, ps, _, _] = k.shape;
+                if ps == 0 || !ps.is_multiple_of(16) {
+                    return Err(Error::invalid(
+                        "k.shape[1] (page_size)",
+                        "a positive multiple of 16",
+                        ps,
+                    ));
+                }
+                if num_pages == 0 || num_pages > i32::MAX as usize {
+                    return Err(Error::invalid(
+                        "k.shape[0] (num_pages)",
+                        "1..2^31 pages",
+                        num_pages,
+                    ));
+                }
+                if pg.max_pages == 0 {
+                    return Err(Error::invalid("paged.max_pages", "at least 1", 0));
+                }
+                if pg.table_stride < pg.max_pages {
+                    return Err(Error::invalid(
+                        "paged.table_stride",
+                        format!("at least max_pages = {}", pg.max_pages),
+                        pg.table_stride,
+                    ));
+                }
+                pg.max_pages.checked_mul(ps).ok_or_else(|| {
+                    Error::unsupported("max_pages · page_size overflows".to_string())
+                })?
+            }
+        };
         let seqs = self.seqs(b, sq, sk)?;
         let expect = |name: &str, t: &TensorRef, want: [usize; 4]| {
             if t.shape == want {
@@ -620,8 +739,16 @@ impl Forward {
                 ))
             }
         };
-        expect("k", k, [b, sk, hk, d])?;
-        expect("v", v, [b, sk, hk, dv])?;
+        match &self.paged {
+            None => {
+                expect("k", k, [b, sk, hk, d])?;
+                expect("v", v, [b, sk, hk, dv])?;
+            }
+            Some(_) => {
+                expect("k", k, [k.shape[0], k.shape[1], hk, d])?;
+                expect("v", v, [k.shape[0], k.shape[1], hk, dv])?;
+            }
+        }
         expect("out", o, [b, sq, hq, dv])?;
         if hk == 0 || hq % hk != 0 {
             return Err(Error::invalid(
@@ -855,7 +982,56 @@ impl Forward {
 
         let bucket =
             head_dim_bucket(d.max(dv)).ok_or_else(|| Error::unsupported("head dim above 256"))?;
-        let variant = if self.bias.is_some() || self.alibi.is_some() || cap > 0.0 || dropout_on {
+        // ---- the decode kernels: paged KV, key ranges, split-KV and GQA packing
+        let group = (hq / hk).max(1);
+        let needs_decode = self.paged.is_some()
+            || self.key_range.is_some()
+            || matches!(self.splits, Splits::Fixed(n) if n > 1)
+            || self.packing == Packing::On;
+        // What the decode kernels cannot do: bias and dropout (they are not compiled in).
+        let decode_blocker = if self.bias.is_some() {
+            Some("a bias")
+        } else if dropout_on {
+            Some("dropout")
+        } else if !policy::instantiated(family, dtype, bucket as usize, FwdVariant::Decode) {
+            Some("this target and head dim (the decode kernel is not built: it would spill)")
+        } else {
+            None
+        };
+        let pack = match self.packing {
+            Packing::On if self.alibi.is_some() => {
+                return Err(Error::unsupported(
+                    "GQA packing with ALiBi (slopes are per query head)".to_string(),
+                ));
+            }
+            Packing::On => group,
+            Packing::Auto if self.alibi.is_none() => group,
+            _ => 1,
+        };
+        let decode = match self.route {
+            Route::Prefill if needs_decode => {
+                return Err(Error::invalid(
+                    "route",
+                    "Auto or Decode (paged KV, key ranges, split-KV and GQA packing run on the \
+                     decode kernels)",
+                    "Prefill",
+                ));
+            }
+            Route::Prefill => false,
+            Route::Decode => true,
+            Route::Auto => {
+                needs_decode || (decode_blocker.is_none() && max_sq * pack <= DECODE_ROWS)
+            }
+        };
+        if decode && let Some(why) = decode_blocker {
+            return Err(Error::unsupported(format!(
+                "the decode kernels (paged KV, key ranges, split-KV, GQA packing) with {why}"
+            )));
+        }
+        let pack = if decode { pack } else { 1 };
+        let variant = if decode {
+            FwdVariant::Decode
+        } else if self.bias.is_some() || self.alibi.is_some() || cap > 0.0 || dropout_on {
             FwdVariant::Pieces
         } else if varlen.is_some() || self.seqused_k.is_some() {
             FwdVariant::Varlen
@@ -869,6 +1045,102 @@ impl Forward {
             )));
         }
         let tile = policy::fwd_tile_of(family, dtype, bucket as usize, variant);
+        let (mut key_lo, mut key_hi) = (0u32, 0u32);
+        if let Some((lo, hi)) = self.key_range {
+            if lo > hi {
+                return Err(Error::invalid(
+                    "key_range",
+                    "lo <= hi",
+                    format!("{lo}..{hi}"),
+                ));
+            }
+            // Both clamp to the logical key length (beyond it there is no key).
+            (key_lo, key_hi) = (lo.min(max_sk) as u32, hi.min(max_sk) as u32);
+            flags |= FLAG_KEY_RANGE;
+        }
+        let m_blocks = (max_sq * pack).div_ceil(tile.block_m);
+        let blocks = m_blocks * (hq / pack) * nb;
+        let keys = if self.key_range.is_some() {
+            (key_hi - key_lo) as usize
+        } else {
+            max_sk
+        };
+        let splits = match self.splits {
+            Splits::Fixed(n) if n == 0 || n > MAX_SPLITS => {
+                return Err(Error::invalid("splits", format!("1..={MAX_SPLITS}"), n));
+            }
+            Splits::Fixed(n) => n,
+            Splits::Auto if decode => {
+                // Resident blocks per unit: what the kernel asks of the compiler, at least 2.
+                let per_unit = policy::min_blocks(variant, dtype, bucket as usize).max(2);
+                decode::choose_splits(blocks, keys.div_ceil(tile.block_n), units, per_unit)
+            }
+            Splits::Auto => 1,
+        };
+        if (m_blocks as u64) * splits as u64 > i32::MAX as u64 {
+            return Err(Error::unsupported(format!(
+                "{m_blocks} query blocks x {splits} splits (grid limit)"
+            )));
+        }
+        // Split-KV workspace: partial O [splits, q_batch, q_rows, Hq, Dv] and lse
+        // [splits, q_batch, Hq, q_rows] (f32), the second 16-byte aligned after the first.
+        let (q_batch, q_rows) = (b, sq);
+        let mut ws_o_strides = [0i64; 4];
+        let mut ws_lse_strides = [0i64; 3];
+        let mut workspace_bytes = 0usize;
+        let mut ws_lse_off = 0usize;
+        if splits > 1 {
+            let per = q_batch
+                .checked_mul(q_rows)
+                .and_then(|x| x.checked_mul(hq))
+                .ok_or_else(|| Error::unsupported("workspace size overflows".to_string()))?;
+            let o_elems = per
+                .checked_mul(dv)
+                .and_then(|x| x.checked_mul(splits as usize))
+                .ok_or_else(|| Error::unsupported("workspace size overflows".to_string()))?;
+            ws_lse_off = (o_elems * 4).div_ceil(16) * 16;
+            workspace_bytes = ws_lse_off + per * splits as usize * 4;
+            ws_o_strides = [
+                (q_batch * q_rows * hq * dv) as i64,
+                (q_rows * hq * dv) as i64,
+                (hq * dv) as i64,
+                dv as i64,
+            ];
+            ws_lse_strides = [
+                (q_batch * hq * q_rows) as i64,
+                (hq * q_rows) as i64,
+                q_rows as i64,
+            ];
+        }
+        let (mut ws_o, mut ws_lse) = (0u64, 0u64);
+        if let (Some(w), true) = (self.workspace, workspace_bytes > 0) {
+            check_ptr("workspace.ptr", w.ptr, 16)?;
+            if w.bytes < workspace_bytes {
+                return Err(Error::invalid(
+                    "workspace.bytes",
+                    format!("at least {workspace_bytes}"),
+                    w.bytes,
+                ));
+            }
+            (ws_o, ws_lse) = (w.ptr, w.ptr + ws_lse_off as u64);
+        }
+        let (mut table, mut table_stride, mut page_size, mut num_pages) = (0u64, 0i64, 0u32, 0u32);
+        if let Some(pg) = &self.paged {
+            check_ptr("paged.block_table.ptr", pg.block_table.ptr, 4)?;
+            let need = nb.saturating_sub(1) * pg.table_stride + pg.max_pages;
+            if nb > 0 && pg.block_table.len < need {
+                return Err(Error::invalid(
+                    "paged.block_table.len",
+                    format!("at least {need} ((nb - 1) · table_stride + max_pages)"),
+                    pg.block_table.len,
+                ));
+            }
+            flags |= FLAG_PAGED;
+            table = pg.block_table.ptr;
+            table_stride = pg.table_stride as i64;
+            page_size = k.shape[1] as u32;
+            num_pages = k.shape[0] as u32;
+        }
         // 16-byte tile copies need every row of q, k, v to start 16-byte aligned.
         if [q, k, v]
             .into_iter()
@@ -920,9 +1192,43 @@ impl Forward {
             offset_ptr,
             randval: self.dropout_mask.map_or(0, |m| m.ptr),
             randval_strides,
+            pack_gqa: pack as u32,
+            num_splits: splits,
+            ws_o,
+            ws_lse,
+            ws_o_strides,
+            ws_lse_strides,
+            block_table: table,
+            block_table_stride: table_stride,
+            page_size,
+            num_pages,
+            key_lo,
+            key_hi,
         };
         let grid = (nb > 0 && max_sq > 0 && hq > 0)
-            .then(|| [max_sq.div_ceil(tile.block_m) as u32, hq as u32, nb as u32]);
+            .then(|| [m_blocks as u32 * splits, (hq / pack) as u32, nb as u32]);
+        let merge = (splits > 1).then(|| MergePlan {
+            kernel: KernelId::Merge {
+                input: DType::F32,
+                output: dtype,
+            },
+            params: MergeParams {
+                parts_o: ws_o,
+                parts_o_strides: ws_o_strides,
+                parts_lse: ws_lse,
+                parts_lse_strides: ws_lse_strides,
+                out: o.ptr,
+                o_strides: params.o_strides,
+                lse: params.lse,
+                lse_strides: params.lse_strides,
+                cu_seqlens_q: params.cu_seqlens_q,
+                n_parts: splits,
+                seqlen: params.seqlen_q,
+                max_seqlen: max_sq as u32,
+                head_dim_v: dv as u32,
+            },
+            grid: grid.map(|_| [max_sq as u32, hq as u32, nb as u32]),
+        });
         let mask_grid = match self
             .dropout_mask
             .filter(|_| nb > 0 && hq > 0 && max_sq > 0 && max_sk > 0)
@@ -950,6 +1256,11 @@ impl Forward {
             threads: policy::THREADS,
             shared_bytes: policy::smem_bytes_of(family, dtype, bucket as usize, variant) as u32,
             mask_grid,
+            splits,
+            pack: pack as u32,
+            workspace_bytes,
+            workspace_lse_offset: ws_lse_off,
+            merge,
         })
     }
 
@@ -968,8 +1279,24 @@ impl Forward {
         let family = Family::of_arch(&target).ok_or_else(|| {
             Error::unsupported(format!("no tile policy for code object {target}"))
         })?;
-        let plan = self.plan(family)?;
-        let args = KernArgs::new(&plan.params);
+        let plan = self.plan_on(family, stream.device().info().multiprocessors)?;
+        let mut params = plan.params;
+        let mut merge = plan.merge;
+        // Split-KV without a caller workspace: one for this call (freed on return; the free
+        // waits for the kernels).
+        let _workspace = if plan.workspace_bytes > 0 && params.ws_o == 0 {
+            let buf = stream.device().alloc::<u8>(plan.workspace_bytes)?;
+            params.ws_o = buf.ptr();
+            params.ws_lse = buf.ptr() + plan.workspace_lse_offset as u64;
+            if let Some(m) = &mut merge {
+                m.params.parts_o = params.ws_o;
+                m.params.parts_lse = params.ws_lse;
+            }
+            Some(buf)
+        } else {
+            None
+        };
+        let args = KernArgs::new(&params);
         if let Some(grid) = plan.mask_grid {
             // SAFETY: as below; the mask kernel writes only the mask, whose extent the plan
             // checked.
@@ -986,7 +1313,8 @@ impl Forward {
         }
         let Some(grid) = plan.grid else { return Ok(()) };
         // SAFETY: the plan checked every extent against `len`; the caller vouches that the
-        // addresses are valid device memory (this function's contract).
+        // addresses are valid device memory (this function's contract); the workspace is sized
+        // by the plan.
         unsafe {
             stream.device().launch(
                 plan.kernel,
@@ -995,8 +1323,25 @@ impl Forward {
                 plan.shared_bytes,
                 stream,
                 &args,
-            )
+            )?;
         }
+        if let Some(m) = merge
+            && let Some(grid) = m.grid
+        {
+            // SAFETY: the merge reads the workspace the forward wrote and writes `out` / `lse`,
+            // whose extents the plan checked.
+            unsafe {
+                stream.device().launch(
+                    m.kernel,
+                    grid,
+                    MERGE_THREADS,
+                    0,
+                    stream,
+                    &KernArgs::new(&m.params),
+                )?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -1300,7 +1645,8 @@ mod tests {
             t(0x100000, DType::F16, [1, 7, 2, 32]),
             t(0x200000, DType::F16, [1, 7, 2, 96]),
             t(0x300000, DType::F16, [1, 5, 2, 96]),
-        );
+        )
+        .route(Route::Prefill);
         let p = ok(&f);
         assert_eq!(
             p.kernel,
@@ -2053,7 +2399,7 @@ mod tests {
             len: HQ,
             per_batch: false,
         };
-        let p = ok(&good(DType::F16).alibi(a));
+        let p = ok(&good(DType::F16).alibi(a).route(Route::Prefill));
         assert_eq!((p.params.alibi, p.params.alibi_stride), (0x900000, 0));
         assert!(matches!(
             p.kernel,
@@ -2154,5 +2500,254 @@ mod tests {
                 variant: FwdVariant::Pieces
             }
         );
+    }
+
+    // ---- decode: paged KV, key ranges, split-KV, GQA packing
+
+    /// A decode step: B = 3, Sq = 1, Hq = 8, Hk = 2, D = 128 over a 4096-key cache.
+    fn decode_call() -> Forward {
+        Forward::new(
+            t(0x1000, DType::Bf16, [3, 1, 8, 128]),
+            t(0x100000, DType::Bf16, [3, 4096, 2, 128]),
+            t(0x9000000, DType::Bf16, [3, 4096, 2, 128]),
+            t(0x300000, DType::Bf16, [3, 1, 8, 128]),
+        )
+        .lse(LseRef::contiguous(0x400000, [3, 8, 1]))
+    }
+
+    /// The same step over a paged cache of 100 pages of 48 keys, 90 pages per sequence.
+    fn paged_call() -> Forward {
+        Forward::new(
+            t(0x1000, DType::Bf16, [3, 1, 8, 128]),
+            t(0x100000, DType::Bf16, [100, 48, 2, 128]),
+            t(0x9000000, DType::Bf16, [100, 48, 2, 128]),
+            t(0x300000, DType::Bf16, [3, 1, 8, 128]),
+        )
+        .paged(Paged {
+            block_table: I32Ref {
+                ptr: 0x800000,
+                len: 3 * 96,
+            },
+            max_pages: 90,
+            table_stride: 96,
+        })
+    }
+
+    #[test]
+    fn decode_shapes_pack_and_split_by_themselves() {
+        let d = decode_call();
+        // Without a device size: packed, not split.
+        let p = d.plan(Family::Sm90).unwrap();
+        assert!(matches!(
+            p.kernel,
+            KernelId::Fwd {
+                variant: FwdVariant::Decode,
+                ..
+            }
+        ));
+        assert_eq!((p.pack, p.splits, p.params.pack_gqa), (4, 1, 4));
+        assert_eq!(p.grid, Some([1, 2, 3]));
+        assert!(p.merge.is_none() && p.workspace_bytes == 0);
+        // On 132 SMs, 6 blocks split; the merge takes the partials.
+        let p = d.plan_on(Family::Sm90, 132).unwrap();
+        let tile = policy::fwd_tile_of(Family::Sm90, DType::Bf16, 128, FwdVariant::Decode);
+        assert_eq!(
+            p.splits,
+            decode::choose_splits(6, 4096usize.div_ceil(tile.block_n), 132, 3)
+        );
+        assert!(p.splits > 1);
+        assert_eq!(p.grid, Some([p.splits, 2, 3]));
+        let m = p.merge.unwrap();
+        assert_eq!(m.grid, Some([1, 8, 3]));
+        assert_eq!(m.params.n_parts, p.splits);
+        let per = 3 * 8;
+        assert_eq!(
+            p.workspace_lse_offset,
+            (per * 128 * p.splits as usize * 4).div_ceil(16) * 16
+        );
+        assert_eq!(
+            p.workspace_bytes,
+            p.workspace_lse_offset + per * p.splits as usize * 4
+        );
+        // Forced choices.
+        let p = d
+            .pack_gqa(Packing::Off)
+            .splits(Splits::Fixed(3))
+            .plan(Family::Sm90)
+            .unwrap();
+        assert_eq!((p.pack, p.splits, p.grid), (1, 3, Some([3, 8, 3])));
+        // Prefill-shaped calls stay on the prefill kernels; a forced route is honoured.
+        let long = good(DType::F16);
+        let p = ok(&long);
+        assert!(!matches!(
+            p.kernel,
+            KernelId::Fwd {
+                variant: FwdVariant::Decode,
+                ..
+            }
+        ));
+        let p = ok(&long.route(Route::Decode));
+        assert!(matches!(
+            p.kernel,
+            KernelId::Fwd {
+                variant: FwdVariant::Decode,
+                ..
+            }
+        ));
+        let p = ok(&decode_call().route(Route::Prefill));
+        assert!(matches!(
+            p.kernel,
+            KernelId::Fwd {
+                variant: FwdVariant::Plain,
+                ..
+            }
+        ));
+        // ALiBi is per query head: no packing on Auto, an error when forced.
+        let a = AlibiRef {
+            ptr: 0x900000,
+            len: 8,
+            per_batch: false,
+        };
+        let p = decode_call().alibi(a).plan(Family::Sm90).unwrap();
+        assert_eq!(p.pack, 1);
+        assert!(matches!(
+            decode_call()
+                .alibi(a)
+                .pack_gqa(Packing::On)
+                .plan(Family::Sm90),
+            Err(Error::Unsupported { .. })
+        ));
+    }
+
+    #[test]
+    fn caller_workspace_is_checked_and_used() {
+        let d = decode_call().splits(Splits::Fixed(4));
+        let need = d.plan(Family::Sm90).unwrap().workspace_bytes;
+        let w = |ptr, bytes| d.workspace(Workspace { ptr, bytes });
+        let p = w(0x7000000, need).plan(Family::Sm90).unwrap();
+        assert_eq!(p.params.ws_o, 0x7000000);
+        assert_eq!(p.params.ws_lse, 0x7000000 + p.workspace_lse_offset as u64);
+        assert_eq!(p.merge.unwrap().params.parts_lse, p.params.ws_lse);
+        assert_eq!(invalid_what(&w(0x7000000, need - 1)), "workspace.bytes");
+        assert_eq!(invalid_what(&w(0x7000008, need)), "workspace.ptr");
+    }
+
+    #[test]
+    fn paged_calls_validate_pages_and_tables() {
+        let p = paged_call().plan(Family::Sm90).unwrap();
+        assert!(matches!(
+            p.kernel,
+            KernelId::Fwd {
+                variant: FwdVariant::Decode,
+                ..
+            }
+        ));
+        assert_eq!(p.params.flags & FLAG_PAGED, FLAG_PAGED);
+        assert_eq!((p.params.page_size, p.params.num_pages), (48, 100));
+        assert_eq!(
+            (p.params.block_table, p.params.block_table_stride),
+            (0x800000, 96)
+        );
+        assert_eq!(p.params.seqlen_k, 90 * 48);
+        assert_eq!(p.params.k_strides, [48 * 2 * 128, 2 * 128, 128]);
+        // Page sizes are multiples of 16.
+        let pages = |ps: usize| {
+            let mut f = paged_call();
+            f.k = t(0x100000, DType::Bf16, [100, ps, 2, 128]);
+            f.v = t(0x9000000, DType::Bf16, [100, ps, 2, 128]);
+            f
+        };
+        assert!(pages(16).plan(Family::Sm90).is_ok());
+        assert_eq!(invalid_what(&pages(40)), "k.shape[1] (page_size)");
+        assert_eq!(invalid_what(&pages(0)), "k.shape[1] (page_size)");
+        // v must have k's pages.
+        let mut f = paged_call();
+        f.v = t(0x9000000, DType::Bf16, [99, 48, 2, 128]);
+        assert_eq!(invalid_what(&f), "v.shape");
+        // The table: its stride, its length, its address.
+        let table = |len, max_pages, table_stride, ptr| {
+            paged_call().paged(Paged {
+                block_table: I32Ref { ptr, len },
+                max_pages,
+                table_stride,
+            })
+        };
+        assert_eq!(
+            invalid_what(&table(288, 90, 80, 0x800000)),
+            "paged.table_stride"
+        );
+        assert_eq!(
+            invalid_what(&table(2 * 96 + 89, 90, 96, 0x800000)),
+            "paged.block_table.len"
+        );
+        assert!(
+            table(2 * 96 + 90, 90, 96, 0x800000)
+                .plan(Family::Sm90)
+                .is_ok()
+        );
+        assert_eq!(
+            invalid_what(&table(288, 90, 96, 0x800002)),
+            "paged.block_table.ptr"
+        );
+        assert_eq!(
+            invalid_what(&table(288, 0, 96, 0x800000)),
+            "paged.max_pages"
+        );
+        // Not with bias or dropout, and not on the prefill route.
+        let bias = BiasRef {
+            ptr: 0xa00000,
+            len: 3 * 8 * 90 * 48,
+            dtype: DType::Bf16,
+            shape: [3, 8, 1, 90 * 48],
+            strides: [8 * 90 * 48, 90 * 48, 90 * 48, 1],
+        };
+        assert!(matches!(
+            paged_call().bias(bias).plan(Family::Sm90),
+            Err(Error::Unsupported { .. })
+        ));
+        assert!(matches!(
+            paged_call().dropout(host_dropout(0.1)).plan(Family::Sm90),
+            Err(Error::Unsupported { .. })
+        ));
+        assert_eq!(invalid_what(&paged_call().route(Route::Prefill)), "route");
+        // RDNA3 builds no 16-bit decode kernel at D = 128.
+        assert!(matches!(
+            paged_call().plan(Family::Rdna3),
+            Err(Error::Unsupported { .. })
+        ));
+    }
+
+    #[test]
+    fn key_ranges_and_split_counts_are_checked() {
+        let p = decode_call()
+            .key_range(100, 900)
+            .plan(Family::Sm90)
+            .unwrap();
+        assert_eq!(p.params.flags & FLAG_KEY_RANGE, FLAG_KEY_RANGE);
+        assert_eq!((p.params.key_lo, p.params.key_hi), (100, 900));
+        // Clamped to the key length.
+        let p = decode_call()
+            .key_range(5000, 9000)
+            .plan(Family::Sm90)
+            .unwrap();
+        assert_eq!((p.params.key_lo, p.params.key_hi), (4096, 4096));
+        assert_eq!(invalid_what(&decode_call().key_range(9, 8)), "key_range");
+        assert_eq!(
+            invalid_what(&decode_call().splits(Splits::Fixed(0))),
+            "splits"
+        );
+        assert_eq!(
+            invalid_what(&decode_call().splits(Splits::Fixed(MAX_SPLITS + 1))),
+            "splits"
+        );
+        // A prefill-shaped call with a forced split runs on the decode kernels.
+        let p = ok(&good(DType::F16).splits(Splits::Fixed(2)));
+        assert!(matches!(
+            p.kernel,
+            KernelId::Fwd {
+                variant: FwdVariant::Decode,
+                ..
+            }
+        ));
     }
 }

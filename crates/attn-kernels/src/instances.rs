@@ -5,7 +5,7 @@ use crate::arch::WAVE;
 use crate::atom::{FAMILY, MmaAtom, Native, fma::FmaAtom};
 use crate::fwd::{self, policy};
 use crate::numeric::{Bf16, F16};
-use attn_abi::{DType, EchoParams, FwdParams, FwdVariant, KERNARG_WORDS, KernArgs};
+use attn_abi::{DType, EchoParams, FwdParams, FwdVariant, KERNARG_WORDS, KernArgs, MergeParams};
 use attn_macros::kernel;
 
 /// Copies the kernel's argument image to `p.out` (ABI round-trip test).
@@ -31,17 +31,24 @@ pub fn attn_dropout_mask(p: &FwdParams) {
 }
 
 /// Instantiates the forward kernel for one atom, element type, head-dim bucket and variant
-/// ([`attn_abi::FwdVariant`]).
+/// ([`attn_abi::FwdVariant`]). The decode kernels are memory-bound and ask ptxas for three
+/// resident blocks per SM (at most 170 registers) where their accumulators allow it: more blocks,
+/// more loads in flight.
 macro_rules! fwd {
     ($name:ident, $variant:ident, $atom:ty, $dtype:expr, $d:literal) => {
+        fwd!($name, $variant, $atom, $dtype, $d, blocks = 1);
+    };
+    // `blocks`: resident blocks per SM asked of ptxas (`#[kernel(blocks = M)]`).
+    ($name:ident, $variant:ident, $atom:ty, $dtype:expr, $d:literal, blocks = $b:literal) => {
         /// Forward pass.
-        #[kernel(threads = 128)]
+        #[kernel(threads = 128, blocks = $b)]
         pub fn $name(p: &FwdParams) {
             type A = $atom;
             const T: policy::FwdTile =
                 policy::fwd_tile_of(FAMILY, $dtype, $d, FwdVariant::$variant);
-            const { assert!(T.block_m == WAVES * T.tm * <A as MmaAtom>::M) };
+            const { assert!(T.block_m == WAVES / T.key_waves * T.tm * <A as MmaAtom>::M) };
             const { assert!(T.p_in_smem == !<A as MmaAtom>::P_IN_REGISTERS) };
+            const { assert!($b == policy::min_blocks(FwdVariant::$variant, $dtype, $d)) };
             if !policy::instantiated(FAMILY, $dtype, $d, FwdVariant::$variant) {
                 // A stub: the host never launches it (see `policy::instantiated`). It stores its
                 // own id where no launch could ask for it, so that stubs stay distinct symbols
@@ -57,12 +64,18 @@ macro_rules! fwd {
                 A,
                 WAVES,
                 { T.tm },
-                { T.block_n / <A as MmaAtom>::N },
+                { T.block_n / T.key_waves / <A as MmaAtom>::N },
                 { $d / <A as MmaAtom>::N },
-                { T.block_n / <A as MmaAtom>::K },
+                { T.block_n / T.key_waves / <A as MmaAtom>::K },
                 { T.split_kv },
                 { !matches!(FwdVariant::$variant, FwdVariant::Plain) },
-                { matches!(FwdVariant::$variant, FwdVariant::Pieces) },
+                {
+                    matches!(
+                        FwdVariant::$variant,
+                        FwdVariant::Pieces | FwdVariant::Decode
+                    )
+                },
+                { matches!(FwdVariant::$variant, FwdVariant::Decode) },
             >(p)
         }
     };
@@ -224,3 +237,120 @@ fwd!(
     DType::F32,
     256
 );
+fwd!(
+    attn_fwd_f16_d32_decode,
+    Decode,
+    Native<F16>,
+    DType::F16,
+    32,
+    blocks = 3
+);
+fwd!(
+    attn_fwd_f16_d64_decode,
+    Decode,
+    Native<F16>,
+    DType::F16,
+    64,
+    blocks = 3
+);
+fwd!(
+    attn_fwd_f16_d128_decode,
+    Decode,
+    Native<F16>,
+    DType::F16,
+    128,
+    blocks = 1
+);
+fwd!(
+    attn_fwd_f16_d256_decode,
+    Decode,
+    Native<F16>,
+    DType::F16,
+    256,
+    blocks = 1
+);
+fwd!(
+    attn_fwd_bf16_d32_decode,
+    Decode,
+    Native<Bf16>,
+    DType::Bf16,
+    32,
+    blocks = 3
+);
+fwd!(
+    attn_fwd_bf16_d64_decode,
+    Decode,
+    Native<Bf16>,
+    DType::Bf16,
+    64,
+    blocks = 3
+);
+fwd!(
+    attn_fwd_bf16_d128_decode,
+    Decode,
+    Native<Bf16>,
+    DType::Bf16,
+    128,
+    blocks = 1
+);
+fwd!(
+    attn_fwd_bf16_d256_decode,
+    Decode,
+    Native<Bf16>,
+    DType::Bf16,
+    256,
+    blocks = 1
+);
+fwd!(
+    attn_fwd_f32_d32_decode,
+    Decode,
+    FmaAtom<f32>,
+    DType::F32,
+    32,
+    blocks = 3
+);
+fwd!(
+    attn_fwd_f32_d64_decode,
+    Decode,
+    FmaAtom<f32>,
+    DType::F32,
+    64,
+    blocks = 3
+);
+fwd!(
+    attn_fwd_f32_d128_decode,
+    Decode,
+    FmaAtom<f32>,
+    DType::F32,
+    128,
+    blocks = 1
+);
+fwd!(
+    attn_fwd_f32_d256_decode,
+    Decode,
+    FmaAtom<f32>,
+    DType::F32,
+    256,
+    blocks = 1
+);
+
+/// Instantiates the merge kernel for one (partial, output) element-type pair.
+macro_rules! merge {
+    ($name:ident, $in:ty, $out:ty) => {
+        /// Merge of partial attention outputs by their lse.
+        #[kernel(threads = 128)]
+        pub fn $name(p: &MergeParams) {
+            fwd::merge::run::<$in, $out>(p)
+        }
+    };
+}
+
+merge!(attn_merge_f16_f16, F16, F16);
+merge!(attn_merge_f16_bf16, F16, Bf16);
+merge!(attn_merge_f16_f32, F16, f32);
+merge!(attn_merge_bf16_f16, Bf16, F16);
+merge!(attn_merge_bf16_bf16, Bf16, Bf16);
+merge!(attn_merge_bf16_f32, Bf16, f32);
+merge!(attn_merge_f32_f16, f32, F16);
+merge!(attn_merge_f32_bf16, f32, Bf16);
+merge!(attn_merge_f32_f32, f32, f32);

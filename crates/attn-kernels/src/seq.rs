@@ -52,6 +52,14 @@ impl SeqInfo {
     /// Sequence `b` (`b < p.batch`, which the grid guarantees) of the call `p`.
     #[inline(always)]
     pub fn resolve(p: &FwdParams, b: usize) -> SeqInfo {
+        Self::resolve_with(p, b, false)
+    }
+
+    /// [`SeqInfo::resolve`], where with `paged` the keys of every sequence come from its row of
+    /// the block table: `k0 = 0` and `Sk` (the table's `max_pages · page_size`) present, whatever
+    /// `cu_seqlens_k` says.
+    #[inline(always)]
+    pub fn resolve_with(p: &FwdParams, b: usize, paged: bool) -> SeqInfo {
         let (total_q, total_k) = (p.seqlen_q as i64, p.seqlen_k as i64);
         let read = |ptr: u64, idx: usize| -> i64 {
             // SAFETY: the host checked that the array holds `nseq + 1` (cu_seqlens) or `nseq`/`B`
@@ -61,15 +69,14 @@ impl SeqInfo {
         let (batch, q0, sq, k0, sk_total) = if p.flags & FLAG_VARLEN != 0 {
             let q0 = read(p.cu_seqlens_q, b).clamp(0, total_q);
             let q1 = read(p.cu_seqlens_q, b + 1).clamp(q0, total_q);
-            let k0 = read(p.cu_seqlens_k, b).clamp(0, total_k);
-            let k1 = read(p.cu_seqlens_k, b + 1).clamp(k0, total_k);
-            (
-                0,
-                q0,
-                (q1 - q0).min(p.max_seqlen_q as i64),
-                k0,
-                (k1 - k0).min(p.max_seqlen_k as i64),
-            )
+            let (k0, sk) = if paged {
+                (0, total_k)
+            } else {
+                let k0 = read(p.cu_seqlens_k, b).clamp(0, total_k);
+                let k1 = read(p.cu_seqlens_k, b + 1).clamp(k0, total_k);
+                (k0, (k1 - k0).min(p.max_seqlen_k as i64))
+            };
+            (0, q0, (q1 - q0).min(p.max_seqlen_q as i64), k0, sk)
         } else {
             (b, 0, total_q, 0, total_k)
         };

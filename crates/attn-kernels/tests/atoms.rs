@@ -580,7 +580,7 @@ mod mainloop {
         let smem = ((block_m + 2 * block_n) * dp + block_m * policy::padded(block_n, 2)) * 2;
         let grid = (sq.div_ceil(block_m) as u32, hq as u32, b as u32);
         launch(grid, policy::THREADS, smem, || {
-            fwd::run::<A, WAVES, TM, TN, ND, KK, SPLIT_KV, false, false>(&p)
+            fwd::run::<A, WAVES, TM, TN, ND, KK, SPLIT_KV, false, false, false>(&p)
         });
 
         for h in 0..hq {

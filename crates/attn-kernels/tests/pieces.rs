@@ -209,7 +209,7 @@ fn check<
     }
     let grid = (mq.div_ceil(block_m).max(1) as u32, hq as u32, nb as u32);
     launch(grid, policy::THREADS, smem, || {
-        fwd::run::<A, WAVES, TM, TN, ND, KK, SPLIT_KV, true, true>(&params)
+        fwd::run::<A, WAVES, TM, TN, ND, KK, SPLIT_KV, true, true, false>(&params)
     });
 
     let truth = attn_ref::forward(p, &x).unwrap();

@@ -1,4 +1,5 @@
-//! `#[kernel(threads = N)]`: turns a plain Rust function into a GPU kernel entry point.
+//! `#[kernel(threads = N)]` (optionally `blocks = M`): turns a plain Rust function into a GPU
+//! kernel entry point.
 //!
 //! ```ignore
 //! #[kernel(threads = 128)]
@@ -12,7 +13,8 @@
 //! - on GPU targets (`cfg(gpu)`, set by `attn-kernels/build.rs`), an
 //!   `extern "gpu-kernel" fn attn_fwd_f16_d64(w0: u64, …, w63: u64)` that rebuilds the parameter
 //!   struct from its 256-byte argument image (`attn_abi::KernArgs`) and calls the body;
-//! - a `#[used]` marker static named `ATTN_KERNEL__<name>__threads_<N>`. rustc has no attribute for
+//! - a `#[used]` marker static named `ATTN_KERNEL__<name>__threads_<N>` (with `__blocks_<M>` when
+//!   the kernel asks for `M` resident blocks per SM, NVIDIA's `minctasm`). rustc has no attribute for
 //!   launch bounds (`amdgpu-flat-work-group-size`, `.maxntid`), so `cargo xtask build-kernels`
 //!   finds these markers in the post-LTO LLVM IR and adds the attributes itself.
 use proc_macro::TokenStream;
@@ -23,12 +25,16 @@ use syn::{ItemFn, LitInt, parse_macro_input};
 #[proc_macro_attribute]
 pub fn kernel(attr: TokenStream, item: TokenStream) -> TokenStream {
     let mut threads: Option<LitInt> = None;
+    let mut blocks: Option<LitInt> = None;
     let parser = syn::meta::parser(|meta| {
         if meta.path.is_ident("threads") {
             threads = Some(meta.value()?.parse()?);
             Ok(())
+        } else if meta.path.is_ident("blocks") {
+            blocks = Some(meta.value()?.parse()?);
+            Ok(())
         } else {
-            Err(meta.error("expected `threads = N`"))
+            Err(meta.error("expected `threads = N` or `blocks = M`"))
         }
     });
     parse_macro_input!(attr with parser);
@@ -61,7 +67,18 @@ pub fn kernel(attr: TokenStream, item: TokenStream) -> TokenStream {
                 .into();
         }
     };
-    let marker = format_ident!("ATTN_KERNEL__{}__threads_{}", name, threads.base10_digits());
+    // `blocks = M` (resident blocks per SM asked of ptxas) joins the marker when not 1.
+    let marker = match blocks.as_ref().map(|b| b.base10_digits()) {
+        None | Some("1") => {
+            format_ident!("ATTN_KERNEL__{}__threads_{}", name, threads.base10_digits())
+        }
+        Some(b) => format_ident!(
+            "ATTN_KERNEL__{}__threads_{}__blocks_{}",
+            name,
+            threads.base10_digits(),
+            b
+        ),
+    };
     let words: Vec<_> = (0..64usize).map(|i| format_ident!("w{}", i)).collect();
     let attrs = &func.attrs;
     let vis = &func.vis;

@@ -218,6 +218,7 @@ fn forward_kernel(
         None => FwdVariant::Plain,
         Some("varlen") => FwdVariant::Varlen,
         Some("pieces") => FwdVariant::Pieces,
+        Some("decode") => FwdVariant::Decode,
         _ => return None,
     };
     Some((family, dtype, d, variant))

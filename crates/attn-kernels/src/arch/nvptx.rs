@@ -174,6 +174,14 @@ pub fn async_commit() {
     unsafe { core::arch::asm!("cp.async.commit_group;", options(nostack)) };
 }
 
+/// Waits until every asynchronous copy group of this thread but the most recently committed one
+/// has landed (`cp.async.wait_group 1`): a two-deep pipeline's wait.
+#[inline(always)]
+pub fn async_wait_prior() {
+    // SAFETY: waits on this thread's own copy groups; no memory is named.
+    unsafe { core::arch::asm!("cp.async.wait_group 1;", options(nostack)) };
+}
+
 /// Waits until every asynchronous copy of this thread has landed (`cp.async.wait_all`). Other
 /// threads' copies become visible after a following [`sync_threads`].
 #[inline(always)]

@@ -44,6 +44,10 @@ pub unsafe fn copy16_async_part(dst: *mut u8, src: *const u8, bytes: u32) {
 #[inline(always)]
 pub fn async_commit() {}
 
+/// Waits for all but the latest group of this thread's copies (they are synchronous here).
+#[inline(always)]
+pub fn async_wait_prior() {}
+
 /// Waits for this thread's copies (they are synchronous here).
 #[inline(always)]
 pub fn async_wait_all() {}

@@ -23,8 +23,9 @@
 //! P tile. Tiles are copied 16 bytes at a time when every row is 16-byte aligned
 //! ([`attn_abi::FLAG_VEC16`]), element by element otherwise.
 use crate::arch::{
-    WAVE, async_commit, async_wait_all, block_idx, copy16_async, copy16_async_part, dyn_smem, exp2,
-    fma, lane_id, log2, rcp, shfl_idx_u32, shfl_xor_f32, sync_threads, thread_idx, wave_id,
+    WAVE, async_commit, async_wait_all, async_wait_prior, block_idx, copy16_async,
+    copy16_async_part, dyn_smem, exp2, fma, lane_id, log2, rcp, shfl_idx_u32, shfl_xor_f32,
+    sync_threads, thread_idx, wave_id,
 };
 use crate::atom::MmaAtom;
 use crate::mask::Mask;
@@ -32,9 +33,11 @@ use crate::numeric::{Element, LN_2};
 const LOG2_E: f32 = core::f32::consts::LOG2_E;
 use crate::score::{Dropout, Scores, Softcap};
 use crate::seq::SeqInfo;
-use attn_abi::{FLAG_BIAS_F32, FLAG_BIAS_VEC16, FLAG_VEC16, FwdParams};
+use attn_abi::{FLAG_BIAS_F32, FLAG_BIAS_VEC16, FLAG_KEY_RANGE, FLAG_PAGED, FLAG_VEC16, FwdParams};
 
 pub mod dropout_mask;
+
+pub mod merge;
 
 pub mod policy;
 
@@ -63,6 +66,67 @@ struct TileCopy<E> {
     /// `cols_valid` need not be a multiple of a chunk: the chunk that straddles it is copied in
     /// part (the bias tile, whose columns are keys).
     part_cols: bool,
+    /// Where source row `r` starts relative to `src`.
+    map: RowMap,
+}
+
+/// Where a tile copy finds its source rows (the `Decode` variant's row layouts; every other
+/// tile is [`RowMap::Strided`], which compiles to plain `r · src_stride`).
+#[derive(Clone, Copy)]
+enum RowMap {
+    /// Row `r` at `r · src_stride`.
+    Strided,
+    /// GQA-packed query rows: packed row `x = first + r` is query `x / g` of the `x % g`-th head
+    /// after `src`'s: at `(x / g) · src_stride + (x % g) · head_stride`.
+    Packed {
+        first: usize,
+        g: usize,
+        head_stride: i64,
+    },
+    /// Paged keys: key `j = first + r` is row `j % page` of page `table[j / page]` (clamped into
+    /// `0..pages`): at `page_index · page_stride + (j % page) · src_stride`.
+    Paged {
+        first: usize,
+        table: *const i32,
+        page: usize,
+        pages: u32,
+        page_stride: i64,
+    },
+}
+
+impl RowMap {
+    /// The element offset of source row `r` (row stride `stride`).
+    ///
+    /// # Safety
+    /// For [`RowMap::Paged`], `table` holds an entry for page `(first + r) / page`.
+    #[inline(always)]
+    unsafe fn offset(self, r: usize, stride: i64) -> isize {
+        match self {
+            RowMap::Strided => r as isize * stride as isize,
+            RowMap::Packed {
+                first,
+                g,
+                head_stride,
+            } => {
+                let x = first + r;
+                ((x / g) as i64 * stride + (x % g) as i64 * head_stride) as isize
+            }
+            RowMap::Paged {
+                first,
+                table,
+                page,
+                pages,
+                page_stride,
+            } => {
+                let j = first + r;
+                // SAFETY: the caller's contract. The entry itself is device data the host cannot
+                // check: clamped, so that a bad table gives wrong keys, never a bad address.
+                let e = unsafe { *table.add(j / page) };
+                let idx = (e as i64).clamp(0, pages as i64 - 1);
+                (idx * page_stride + (j % page) as i64 * stride) as isize
+            }
+        }
+    }
 }
 
 impl TileCopy<u8> {
@@ -81,6 +145,7 @@ impl TileCopy<u8> {
             cols_valid: self.cols_valid,
             zero_tail: self.zero_tail,
             part_cols: self.part_cols,
+            map: self.map,
         }
     }
 }
@@ -90,7 +155,8 @@ impl<E: Element> TileCopy<E> {
     /// when `vec16`, elements otherwise. Completes at `async_wait_all` + `sync_threads`.
     ///
     /// # Safety
-    /// Source rows `r < rows_valid` are readable for `cols_valid` elements; `dst` holds `rows`
+    /// Source rows `r < rows_valid` (where `map` puts them) are readable for `cols_valid`
+    /// elements, and `map`'s own contract holds for them; `dst` holds `rows`
     /// rows of `dst_stride >= cols` elements of shared memory. With `vec16`, every source row and
     /// `dst` row start is 16-byte aligned and `cols_valid` is a multiple of `16 / size_of::<E>()`
     /// unless `part_cols`.
@@ -107,8 +173,9 @@ impl<E: Element> TileCopy<E> {
                 let (r, c) = (idx / chunks, (idx % chunks) * per);
                 let valid = r < live && c < self.cols_valid;
                 let src = if valid {
-                    self.src
-                        .wrapping_offset(r as isize * self.src_stride as isize + c as isize)
+                    // SAFETY: r < rows_valid (the map's contract is the caller's).
+                    let row = unsafe { self.map.offset(r, self.src_stride) };
+                    self.src.wrapping_offset(row + c as isize)
                 } else {
                     self.src
                 };
@@ -140,7 +207,7 @@ impl<E: Element> TileCopy<E> {
                     // SAFETY: in bounds by the caller's contract.
                     unsafe {
                         *self.src.offset(
-                            r as isize * self.src_stride as isize
+                            self.map.offset(r, self.src_stride)
                                 + c as isize * self.src_col as isize,
                         )
                     }
@@ -171,7 +238,12 @@ struct ScoreTile {
     lane: u32,
     row0: usize,
     m0: usize,
+    /// Rows per query (GQA packing; 1 otherwise): block row `m0 + r` is query `(m0 + r) / pack`.
+    pack: usize,
+    /// The wave's first key.
     n0: usize,
+    /// Keys below this are hidden (a key range; 0 otherwise).
+    k_lo: u32,
     sq: usize,
     full: bool,
     mask: Mask,
@@ -235,10 +307,13 @@ impl ScoreTile {
                 for v in 0..A::C_VALS {
                     let (r, cc) = A::c_coord(self.lane, v);
                     let (ri, cj) = (self.row0 + t * A::M + r, tn * A::N + cc);
-                    let (i, j) = ((self.m0 + ri) as i32, (self.n0 + cj) as i32);
+                    let (i, j) = (((self.m0 + ri) / self.pack) as i32, (self.n0 + cj) as i32);
                     let d = j - i;
                     // Rows past Sq_b are never stored; `&` and `|`, not `&&`: no branches.
-                    let vis = (i < sq) & (self.full | ((d >= lo) & (d <= hi) & (j < sk)));
+                    // (`j >= k_lo` unsigned: always true, and folded, when k_lo = 0.)
+                    let in_range = j as u32 >= self.k_lo;
+                    let vis =
+                        (i < sq) & (self.full | ((d >= lo) & (d <= hi) & (j < sk) & in_range));
                     let raw = s[t][tn][v];
                     let mut x = if SOFTCAP {
                         cap.apply(raw)
@@ -344,15 +419,19 @@ fn apply_dropout<A: MmaAtom, const TN: usize>(
 /// Runs one block of the forward pass.
 ///
 /// Generic parameters: the atom `A`, `WAVES` waves per block, `TM` accumulator fragments of query
-/// rows per wave, `TN` fragments of keys per key block (`BLOCK_N = TN · A::N`), `ND` fragments
-/// of the head dim (`D = ND · A::N`, the bucket: the problem's `D` and `Dv` are at most this),
-/// `KK = BLOCK_N / A::K` reduction steps of `P·V`, `SPLIT_KV` (separate K and V buffers, see
-/// the module docs), `VARLEN` (varlen and `seqused_k` are compiled in) and `PIECES` (the score
-/// pieces and dropout are compiled in; needs `VARLEN`). What is compiled in is still enabled by its
-/// parameters. Must agree with [`policy::fwd_tile`], which `instances.rs` reads.
+/// rows per wave, `TN` fragments of keys per wave and key block, `ND` fragments of the head dim
+/// (`D = ND · A::N`, the bucket: the problem's `D` and `Dv` are at most this), `KK = TN · A::N /
+/// A::K` reduction steps of `P·V`, `SPLIT_KV` (separate K and V buffers, see the module docs),
+/// `VARLEN` (varlen and `seqused_k` are compiled in), `PIECES` (the score pieces and dropout;
+/// needs `VARLEN`) and `DECODE` (needs `PIECES`: split-KV, GQA packing, paged KV and key ranges,
+/// on a tile whose `WAVES` waves share `TM · A::M` query rows and split each key block between
+/// them, `BLOCK_N = WAVES · TN · A::N`; their partial softmax states are merged through shared
+/// memory at the end). What is compiled in is still enabled by its parameters. Must agree with
+/// [`policy::fwd_tile_of`], which `instances.rs` reads.
 ///
-/// The grid is `(ceil(max_seqlen_q / BLOCK_M), Hq, B or nseq)` with [`policy::THREADS`] threads
-/// per block and [`policy::smem_bytes`] bytes of dynamic shared memory.
+/// The grid is `(ceil(rows / BLOCK_M) · splits, Hq / pack, B or nseq)` with [`policy::THREADS`]
+/// threads per block and [`policy::smem_bytes_of`] bytes of dynamic shared memory, where `rows`
+/// is `max_seqlen_q · pack` and `splits`, `pack` are 1 outside `DECODE`.
 ///
 /// Register tiles are indexed with plain `for` loops, never slice iterators: an iterator's
 /// non-null assumption on a tile's address keeps the tile out of registers on AMD.
@@ -368,6 +447,7 @@ pub fn run<
     const SPLIT_KV: bool,
     const VARLEN: bool,
     const PIECES: bool,
+    const DECODE: bool,
 >(
     p: &FwdParams,
 ) {
@@ -380,33 +460,62 @@ pub fn run<
         assert!((ND * A::N).is_multiple_of(A::K));
         assert!((TN * A::N).is_multiple_of(A::K));
         assert!(KK * A::K == TN * A::N);
+        assert!(VARLEN || !PIECES);
+        assert!(PIECES || !DECODE);
     }
-    let block_m = WAVES * TM * A::M;
-    let block_n = TN * A::N;
+    // Waves along the keys (KW) and along the rows.
+    let kw = if DECODE { WAVES } else { 1 };
+    let block_m = WAVES / kw * TM * A::M;
+    let block_n = kw * TN * A::N;
     let d = ND * A::N;
     let esize = core::mem::size_of::<A::E>();
     let dp = policy::padded(d, esize); // row stride of q_s, k_s, v_s, in elements
     let pp = policy::padded(block_n, esize); // row stride of p_s, in elements
     let vec16 = p.flags & FLAG_VEC16 != 0;
 
-    let (m_blk, h, b) = block_idx();
-    let (h, b) = (h as usize, b as usize);
+    let (x_blk, y_blk, b) = block_idx();
+    let b = b as usize;
+    // Decode: `pack` query heads per kv head are rows of the block (head0 its first), and the
+    // grid's x holds `splits` blocks per query block, each with its own chunk of the keys.
+    let pack = if DECODE {
+        p.pack_gqa.max(1) as usize
+    } else {
+        1
+    };
+    let splits = if DECODE { p.num_splits.max(1) } else { 1 };
+    let (m_blk, split) = if DECODE {
+        (x_blk / splits, (x_blk % splits) as usize)
+    } else {
+        (x_blk, 0)
+    };
+    let h = y_blk as usize * pack;
     let g = h / (p.heads_q / p.heads_k) as usize;
-    const { assert!(VARLEN || !PIECES) };
-    let seq = SeqInfo::of::<VARLEN>(&p, b);
+    let seq = if DECODE {
+        SeqInfo::resolve_with(&p, b, p.flags & FLAG_PAGED != 0)
+    } else {
+        SeqInfo::of::<VARLEN>(&p, b)
+    };
     let (sq, sk) = (seq.sq, seq.sk);
     let (dq, dv) = (p.head_dim as usize, p.head_dim_v as usize);
-    let mask = Mask::from_params(&p, sq, sk);
+    let mut mask = Mask::from_params(&p, sq, sk);
+    // A key range (Decode) hides the keys outside it; the alignment above keeps the full length.
+    let key_range = DECODE && p.flags & FLAG_KEY_RANGE != 0;
+    let k_lo = if key_range { p.key_lo as usize } else { 0 };
+    if key_range {
+        mask.sk = mask.sk.min(p.key_hi as i64);
+    }
+    // Packed rows: `rows_total = Sq_b · pack` rows, row `r` is query `r / pack`.
+    let rows_total = sq * pack;
     // Varlen grids cover the longest sequence; a shorter one's surplus blocks leave at once
     // (uniformly: the whole block returns before any barrier).
-    let m_blocks = sq.div_ceil(block_m);
+    let m_blocks = rows_total.div_ceil(block_m);
     if VARLEN && m_blk as usize >= m_blocks {
         return; // (batch grids have exactly m_blocks blocks)
     }
     // With a causal/window mask the query blocks near the end of a bottom-right (or the
     // start of a top-left) diagonal see the most keys. Blocks are dispatched in launch order,
     // so hand the heaviest ones out first and let the light ones fill the tail.
-    let heavy_last = mask.window && mask.right.is_some();
+    let heavy_last = !DECODE && mask.window && mask.right.is_some();
     let m_blk = if heavy_last {
         m_blocks - 1 - m_blk as usize
     } else {
@@ -420,8 +529,17 @@ pub fn run<
             .wrapping_offset((bt * s[0] + row0 as i64 * s[1] + head * s[2]) as isize)
     };
     let q_base = off(p.q, p.q_strides, seq.q0, h64);
-    let k_base = off(p.k, p.k_strides, seq.k0, g64);
-    let v_base = off(p.v, p.v_strides, seq.k0, g64);
+    // (Paged: the page term replaces the batch and sequence terms.)
+    let (k_base, v_base) = if DECODE && p.flags & FLAG_PAGED != 0 {
+        let head =
+            |base: u64, s: [i64; 3]| (base as *const A::E).wrapping_offset((g64 * s[2]) as isize);
+        (head(p.k, p.k_strides), head(p.v, p.v_strides))
+    } else {
+        (
+            off(p.k, p.k_strides, seq.k0, g64),
+            off(p.v, p.v_strides, seq.k0, g64),
+        )
+    };
 
     // The score pieces and dropout of this (sequence, head); ALiBi's diagonal is the mask's,
     // bottom-right without a mask.
@@ -435,7 +553,12 @@ pub fn run<
     } else {
         Scores::plain(&p)
     };
-    let dropout = if PIECES { Dropout::new(&p, b, h) } else { None };
+    // (Decode kernels compile in softcap and ALiBi but neither dropout nor bias: registers.)
+    let dropout = if PIECES && !DECODE {
+        Dropout::new(&p, b, h)
+    } else {
+        None
+    };
     // Shared memory: q_s [BLOCK_M, dp], k_s and v_s [BLOCK_N, dp] (the same buffer unless
     // SPLIT_KV), p_s [BLOCK_M, pp] (one slab per wave; only for atoms without P_IN_REGISTERS).
     let q_s = dyn_smem().cast::<A::E>();
@@ -455,7 +578,7 @@ pub fn run<
         block_m * pp * esize
     };
     let b_s = p_s.cast::<u8>().wrapping_add(p_bytes);
-    let bias_on = PIECES && p.bias != 0;
+    let bias_on = PIECES && !DECODE && p.bias != 0;
     let bias_vec16 = p.flags & FLAG_BIAS_VEC16 != 0;
     let bias_f32 = p.flags & FLAG_BIAS_F32 != 0;
     let bes = if bias_f32 { 4 } else { esize };
@@ -483,6 +606,7 @@ pub fn run<
             cols_valid,
             zero_tail: false,
             part_cols: true,
+            map: RowMap::Strided,
         };
         // SAFETY: see above.
         unsafe {
@@ -495,36 +619,78 @@ pub fn run<
     };
 
     let lane = lane_id();
-    let row0 = wave_id() as usize * TM * A::M; // first query row of this wave, within the block
+    // This wave's first query row within the block, and its first key within each key block.
+    let wave = wave_id() as usize;
+    let row0 = wave / kw * TM * A::M;
+    let kw0 = wave % kw * TN * A::N;
 
+    // Paged KV (Decode): key rows come through this sequence's row of the block table, and
+    // k/v's batch stride is the page stride.
+    let paged = DECODE && p.flags & FLAG_PAGED != 0;
+    let table =
+        (p.block_table as *const i32).wrapping_offset((b as i64 * p.block_table_stride) as isize);
+    // SAFETY (of the Paged map): the keys copied are below Sk_b <= max_pages · page_size (the
+    // host's Sk of a paged call), so `j / page` indexes inside the table's row.
     let kv_copy =
-        move |dst: *mut A::E, base: *const A::E, stride: i64, n0: usize, cols, zero_tail| {
+        move |dst: *mut A::E, base: *const A::E, strides: [i64; 3], n0: usize, cols, zero_tail| {
+            let stride = strides[1];
+            let (src, map) = if paged {
+                let map = RowMap::Paged {
+                    first: n0,
+                    table,
+                    page: p.page_size as usize,
+                    pages: p.num_pages,
+                    page_stride: strides[0],
+                };
+                (base, map)
+            } else {
+                (
+                    base.wrapping_offset((n0 as i64 * stride) as isize),
+                    RowMap::Strided,
+                )
+            };
             TileCopy {
                 dst,
                 dst_stride: dp,
                 rows: block_n,
                 cols: d,
-                src: base.wrapping_offset((n0 as i64 * stride) as isize),
+                src,
                 src_stride: stride,
                 src_col: 1,
                 rows_valid: sk.saturating_sub(n0),
                 cols_valid: cols,
                 zero_tail,
                 part_cols: false,
+                map,
             }
         };
+    // Decode packs the G query heads of a kv head into the rows (G = 1 unpacked).
+    let (q_src, q_map) = if DECODE {
+        let map = RowMap::Packed {
+            first: m0,
+            g: pack,
+            head_stride: p.q_strides[2],
+        };
+        (q_base, map)
+    } else {
+        (
+            q_base.wrapping_offset((m0 as i64 * p.q_strides[1]) as isize),
+            RowMap::Strided,
+        )
+    };
     let q_copy = TileCopy {
         dst: q_s,
         dst_stride: dp,
         rows: block_m,
         cols: d,
-        src: q_base.wrapping_offset((m0 as i64 * p.q_strides[1]) as isize),
+        src: q_src,
         src_stride: p.q_strides[1],
         src_col: 1,
-        rows_valid: sq.saturating_sub(m0),
+        rows_valid: rows_total.saturating_sub(m0),
         cols_valid: dq,
         zero_tail: false,
         part_cols: false,
+        map: q_map,
     };
 
     // o: [TM][ND] fragments = [TM·M, D] f32 rows of this wave; m: running row max in exp2 units
@@ -551,35 +717,64 @@ pub fn run<
     let c_lo = if exact && fold { p.scale_log2_lo } else { 0.0 };
     let scale_x = move |raw: f32| scores.scale::<A::E>(raw);
 
-    let rows = m0 as i64..(m0 + block_m).min(sq.max(1)) as i64;
-    let (n_lo, n_hi) = mask.key_blocks(rows, block_n as i64);
-    let (n_lo, n_hi) = (n_lo as usize, n_hi as usize);
+    // The queries of this block's rows (packed rows r0..r1 hold queries r0 / pack ..).
+    let rows = if DECODE {
+        (m0 / pack) as i64..(m0 + block_m).div_ceil(pack).min(sq.max(1)) as i64
+    } else {
+        m0 as i64..(m0 + block_m).min(sq.max(1)) as i64
+    };
+    let (n_lo, n_hi) = mask.key_blocks(rows.clone(), block_n as i64);
+    let (mut n_lo, mut n_hi) = (n_lo as usize, n_hi as usize);
+    if DECODE {
+        // The key range, then this split's chunk of what is left (an empty chunk still writes
+        // its partial: O = 0, lse = -inf).
+        n_lo = n_lo.max(k_lo / block_n);
+        n_hi = n_hi.min((mask.sk.max(0) as usize).div_ceil(block_n));
+        let n = n_hi.saturating_sub(n_lo);
+        let chunk = n.div_ceil(splits as usize);
+        n_lo += (split * chunk).min(n);
+        n_hi = n_hi.min(n_lo + chunk);
+        if n_hi < n_lo {
+            n_hi = n_lo;
+        }
+    }
 
     // SAFETY: (this and every copy below) rows m0.. of q and n0.. of k/v exist up to Sq_b/Sk_b
     // and hold D/Dv elements (host validated, SeqInfo clamps, rows_valid clamps); the host sets
     // FLAG_VEC16 only when every row is 16-byte aligned; the tiles fit the dynamic shared memory.
     unsafe { q_copy.issue(vec16) };
+    // Decode is memory-bound: with separate K and V buffers it keeps two tiles in flight (the
+    // next K while it waits for V, the next V while it waits for K) and waits for the older.
+    let two_deep = DECODE && SPLIT_KV;
     if SPLIT_KV && n_lo < n_hi {
         // SAFETY: as above.
-        unsafe { kv_copy(k_s, k_base, p.k_strides[1], n_lo * block_n, dq, false).issue(vec16) };
+        unsafe { kv_copy(k_s, k_base, p.k_strides, n_lo * block_n, dq, false).issue(vec16) };
         if bias_on {
             bias_copy(n_lo * block_n);
         }
     }
     async_commit();
+    if two_deep && n_lo < n_hi {
+        // SAFETY: as above.
+        unsafe { kv_copy(v_s, v_base, p.v_strides, n_lo * block_n, dv, true).issue(vec16) };
+        async_commit();
+    }
 
     for nb in n_lo..n_hi {
         let n0 = nb * block_n;
-        if SPLIT_KV {
+        if two_deep {
+            async_wait_prior();
+            sync_threads(); // Q and K(nb) visible (V(nb) may still be in flight)
+        } else if SPLIT_KV {
             async_wait_all();
             sync_threads(); // K(nb) and Q visible; every wave is done with V(nb - 1)
             // SAFETY: as above.
-            unsafe { kv_copy(v_s, v_base, p.v_strides[1], n0, dv, true).issue(vec16) };
+            unsafe { kv_copy(v_s, v_base, p.v_strides, n0, dv, true).issue(vec16) };
             async_commit();
         } else {
             sync_threads(); // every wave is done with V(nb - 1) and the bias of nb - 1
             // SAFETY: as above.
-            unsafe { kv_copy(k_s, k_base, p.k_strides[1], n0, dq, false).issue(vec16) };
+            unsafe { kv_copy(k_s, k_base, p.k_strides, n0, dq, false).issue(vec16) };
             if bias_on {
                 bias_copy(n0);
             }
@@ -603,8 +798,9 @@ pub fn run<
             }
             for tn in 0..TN {
                 // SAFETY: rows < BLOCK_N and cols < d index inside k_s.
-                let bf =
-                    unsafe { A::load_b_nk_smem(lane, k_s.add(tn * A::N * dp + kd * A::K), dp) };
+                let bf = unsafe {
+                    A::load_b_nk_smem(lane, k_s.add((kw0 + tn * A::N) * dp + kd * A::K), dp)
+                };
                 for t in 0..TM {
                     A::mma(&a[t], &bf, &mut s[t][tn]);
                 }
@@ -615,10 +811,14 @@ pub fn run<
         // per-element visibility. Without pieces, scores are scaled here only when the scale is
         // not folded into the exp2 below (see `fold`); with them, every element goes through
         // `Scores::logit` (a hidden element's bias is never read).
-        let full = mask.block_is_full(
-            m0 as i64..(m0 + block_m) as i64,
-            n0 as i64..(n0 + block_n) as i64,
-        );
+        let full = if DECODE {
+            n0 >= k_lo && mask.block_is_full(rows.clone(), n0 as i64..(n0 + block_n) as i64)
+        } else {
+            mask.block_is_full(
+                m0 as i64..(m0 + block_m) as i64,
+                n0 as i64..(n0 + block_n) as i64,
+            )
+        };
         if PIECES {
             // One straight-line instance of the score loop per (softcap, ALiBi, bias type): no branch
             // per element (a branchy per-element body cuts the MMAs into hundreds of tiny basic
@@ -627,12 +827,14 @@ pub fn run<
                 lane,
                 row0,
                 m0,
-                n0,
+                pack,
+                n0: n0 + kw0,
+                k_lo: k_lo as u32,
                 sq,
                 full,
                 mask,
                 scores,
-                b_s,
+                b_s: b_s.wrapping_add(kw0 * bes),
                 bp,
             };
             match (scores.softcap.is_some(), scores.alibi.is_some()) {
@@ -761,7 +963,13 @@ pub fn run<
                 }
             }
             if let Some(dr) = dropout {
-                apply_dropout::<A, TN>(&dr, &mut s[t], lane, (m0 + row0 + t * A::M) as i64, n0);
+                apply_dropout::<A, TN>(
+                    &dr,
+                    &mut s[t],
+                    lane,
+                    (m0 + row0 + t * A::M) as i64,
+                    n0 + kw0,
+                );
             }
         }
 
@@ -774,21 +982,30 @@ pub fn run<
                         let (r, cc) = A::c_coord(lane, v);
                         // SAFETY: row < BLOCK_M and col < BLOCK_N <= pp index inside p_s.
                         unsafe {
-                            *p_s.add((row0 + t * A::M + r) * pp + tn * A::N + cc) =
+                            *p_s.add((row0 + t * A::M + r) * pp + kw0 + tn * A::N + cc) =
                                 A::E::from_f32(frag[v])
                         };
                     }
                 }
             }
         }
-        if SPLIT_KV {
+        if two_deep {
+            sync_threads(); // every wave is done with K(nb)
+            if nb + 1 < n_hi {
+                // SAFETY: as above.
+                unsafe { kv_copy(k_s, k_base, p.k_strides, n0 + block_n, dq, false).issue(vec16) };
+                async_commit();
+                async_wait_prior();
+            } else {
+                async_wait_all();
+            }
+            sync_threads(); // V(nb) visible
+        } else if SPLIT_KV {
             async_wait_all();
             sync_threads(); // V(nb) visible; every wave is done with K(nb)
             if nb + 1 < n_hi {
                 // SAFETY: as above.
-                unsafe {
-                    kv_copy(k_s, k_base, p.k_strides[1], n0 + block_n, dq, false).issue(vec16)
-                };
+                unsafe { kv_copy(k_s, k_base, p.k_strides, n0 + block_n, dq, false).issue(vec16) };
                 if bias_on {
                     bias_copy(n0 + block_n); // every wave is done with this block's bias too
                 }
@@ -797,7 +1014,7 @@ pub fn run<
         } else {
             sync_threads(); // every wave is done with K(nb)
             // SAFETY: as above.
-            unsafe { kv_copy(v_s, v_base, p.v_strides[1], n0, dv, true).issue(vec16) };
+            unsafe { kv_copy(v_s, v_base, p.v_strides, n0, dv, true).issue(vec16) };
             async_commit();
             async_wait_all();
             sync_threads();
@@ -813,7 +1030,9 @@ pub fn run<
                     A::p_to_a::<TN>(&s[t], kk)
                 } else {
                     // SAFETY: rows < BLOCK_M and cols < BLOCK_N index inside p_s.
-                    unsafe { A::load_a_smem(lane, p_s.add((row0 + t * A::M) * pp + kk * A::K), pp) }
+                    unsafe {
+                        A::load_a_smem(lane, p_s.add((row0 + t * A::M) * pp + kw0 + kk * A::K), pp)
+                    }
                 };
             }
         }
@@ -824,8 +1043,9 @@ pub fn run<
             let mut blk = [A::C::default(); TM];
             for kk in 0..KK {
                 // SAFETY: rows < BLOCK_N and cols < d index inside v_s.
-                let bf =
-                    unsafe { A::load_b_kn_smem(lane, v_s.add(kk * A::K * dp + nd * A::N), dp) };
+                let bf = unsafe {
+                    A::load_b_kn_smem(lane, v_s.add((kw0 + kk * A::K) * dp + nd * A::N), dp)
+                };
                 for t in 0..TM {
                     if exact {
                         A::mma(&pa[t][kk], &bf, &mut blk[t]);
@@ -842,6 +1062,12 @@ pub fn run<
                 }
             }
         }
+        if two_deep && nb + 1 < n_hi {
+            sync_threads(); // every wave is done with V(nb)
+            // SAFETY: as above.
+            unsafe { kv_copy(v_s, v_base, p.v_strides, n0 + block_n, dv, true).issue(vec16) };
+            async_commit();
+        }
     }
     // No copy may be in flight when the block exits (a block with no key block issued Q only).
     async_wait_all();
@@ -853,6 +1079,23 @@ pub fn run<
     } else {
         1.0
     };
+    if DECODE {
+        // The waves of a block hold partial softmax states of the same rows: merge them.
+        let m_fin = core::array::from_fn(|t| {
+            let mut m = A::Rows::default();
+            for r in 0..A::ROW_SLOTS {
+                m[r] = if exact { m_run[t][r] } else { m_run[t][r] * c };
+            }
+            m
+        });
+        let (o, l) = merge_waves::<A, TM, ND>(o, m_fin, l_run, kw, block_m, d);
+        if !wave.is_multiple_of(kw) {
+            return;
+        }
+        let Some((m, l)) = l else { return };
+        store_decode::<A, TM, ND>(&p, &o, &m, &l, rescale, m0 + row0, pack, split);
+        return;
+    }
     // The sequence is resolved again (not kept live through the main loop: registers).
     let (_, h, b) = block_idx();
     let seq = SeqInfo::of::<VARLEN>(&p, b as usize);
@@ -894,6 +1137,233 @@ pub fn run<
                 if nd == 0 && cc == 0 && i < sq && p.lse != 0 {
                     // SAFETY: i < Sq_b is inside `lse` (host validated, row stride 1).
                     unsafe { *lse_base.add(i) = lse[A::row_slot(v)] };
+                }
+            }
+        }
+    }
+}
+
+/// The query row (within the block) of accumulator row slot `r` on `lane`.
+#[inline(always)]
+fn slot_row<A: MmaAtom>(lane: u32, r: usize) -> usize {
+    let mut row = 0;
+    for v in (0..A::C_VALS).rev() {
+        if A::row_slot(v) == r {
+            row = A::c_coord(lane, v).0;
+        }
+    }
+    row
+}
+
+/// Merges the partial softmax states of the `kw` waves that share each block row (the `Decode`
+/// tile) through shared memory: wave `w` holds, per row, its max `m_w` (exp2 units, `-inf` when it
+/// saw nothing), its per-lane partial row sums `l` and its unnormalised `O_w` (against `m_w`).
+/// With `M = max_w m_w`,
+///
+/// ```text
+/// l = Σ_w l_w 2^(m_w - M),   O = Σ_w O_w 2^(m_w - M)
+/// ```
+///
+/// The first wave of each row group gets `(O, Some((M, l)))` (`l` summed over the row); the others
+/// get their input back and `None`. Every wave must call it (it has block barriers); shared memory
+/// is reused, so the main loop must be done with it.
+#[inline(always)]
+#[allow(clippy::needless_range_loop, clippy::type_complexity)]
+fn merge_waves<A: MmaAtom, const TM: usize, const ND: usize>(
+    mut o: [[A::C; ND]; TM],
+    m_w: [A::Rows; TM],
+    l_part: [A::Rows; TM],
+    kw: usize,
+    block_m: usize,
+    d: usize,
+) -> ([[A::C; ND]; TM], Option<([A::Rows; TM], [A::Rows; TM])>) {
+    let lane = lane_id();
+    let wave = wave_id() as usize;
+    let (wn, row0) = (wave % kw, wave / kw * TM * A::M);
+    // Shared memory (f32): ml [2][kw][block_m] (each wave's m, then l, per row) and
+    // os [kw - 1][block_m][d + 4] (the O of waves 1.. of each group, scaled to M).
+    let ml = dyn_smem().cast::<f32>();
+    let osp = d + 4;
+    let os = ml.wrapping_add(2 * kw * block_m);
+    sync_threads(); // every wave is done with the tiles
+    let mut l_w = [A::Rows::default(); TM];
+    for t in 0..TM {
+        for r in 0..A::ROW_SLOTS {
+            l_w[t][r] = row_allreduce::<A>(l_part[t][r], |x, y| x + y);
+        }
+        for v in 0..A::C_VALS {
+            let (r, cc) = A::c_coord(lane, v);
+            if cc == 0 {
+                // One lane per row writes (the one holding its column 0).
+                let row = row0 + t * A::M + r;
+                let slot = A::row_slot(v);
+                let m = if l_w[t][slot] > 0.0 {
+                    m_w[t][slot]
+                } else {
+                    f32::NEG_INFINITY
+                };
+                // SAFETY: wn < kw and row < block_m index inside ml.
+                unsafe {
+                    *ml.add(wn * block_m + row) = m;
+                    *ml.add((kw + wn) * block_m + row) = l_w[t][slot];
+                }
+            }
+        }
+    }
+    sync_threads();
+    let mut m_all = [A::Rows::default(); TM];
+    let mut l_all = [A::Rows::default(); TM];
+    let mut own = [A::Rows::default(); TM];
+    for t in 0..TM {
+        for r in 0..A::ROW_SLOTS {
+            let row = row0 + t * A::M + slot_row::<A>(lane, r);
+            let at = |w: usize| {
+                // SAFETY: w < kw and row < block_m index inside ml.
+                unsafe {
+                    (
+                        *ml.add(w * block_m + row),
+                        *ml.add((kw + w) * block_m + row),
+                    )
+                }
+            };
+            let mut mx = f32::NEG_INFINITY;
+            for w in 0..kw {
+                mx = mx.max(at(w).0);
+            }
+            let mut l = 0.0;
+            for w in 0..kw {
+                let (m, lw) = at(w);
+                if m != f32::NEG_INFINITY {
+                    l += lw * exp2(m - mx);
+                }
+            }
+            let mine = at(wn).0;
+            own[t][r] = if mine == f32::NEG_INFINITY {
+                0.0
+            } else {
+                exp2(mine - mx)
+            };
+            m_all[t][r] = mx;
+            l_all[t][r] = l;
+        }
+        for nd in 0..ND {
+            for v in 0..A::C_VALS {
+                o[t][nd][v] *= own[t][A::row_slot(v)];
+            }
+        }
+    }
+    if kw > 1 {
+        if wn > 0 {
+            for t in 0..TM {
+                for nd in 0..ND {
+                    for v in 0..A::C_VALS {
+                        let (r, cc) = A::c_coord(lane, v);
+                        let at = ((wn - 1) * block_m + row0 + t * A::M + r) * osp + nd * A::N + cc;
+                        // SAFETY: inside os (rows < block_m, cols < d).
+                        unsafe { *os.add(at) = o[t][nd][v] };
+                    }
+                }
+            }
+        }
+        sync_threads();
+        if wn == 0 {
+            for w in 1..kw {
+                for t in 0..TM {
+                    for nd in 0..ND {
+                        for v in 0..A::C_VALS {
+                            let (r, cc) = A::c_coord(lane, v);
+                            let at =
+                                ((w - 1) * block_m + row0 + t * A::M + r) * osp + nd * A::N + cc;
+                            // SAFETY: as above.
+                            o[t][nd][v] += unsafe { *os.add(at) };
+                        }
+                    }
+                }
+            }
+        }
+    }
+    if wn == 0 {
+        (o, Some((m_all, l_all)))
+    } else {
+        (o, None)
+    }
+}
+
+/// Stores the rows of one `Decode` wave, whose first packed row is `m0`: packed row `m0 + r` is
+/// query `i = (m0 + r) / pack` of head `h0 + (m0 + r) % pack`. One split writes `O · rescale / l` and lse to `out` and
+/// `lse`; with more, the f32 partial of `split` goes to the workspace for the merge kernel.
+#[inline(always)]
+#[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
+fn store_decode<A: MmaAtom, const TM: usize, const ND: usize>(
+    p: &FwdParams,
+    o: &[[A::C; ND]; TM],
+    m: &[A::Rows; TM],
+    l: &[A::Rows; TM],
+    rescale: f32,
+    m0: usize,
+    pack: usize,
+    split: usize,
+) {
+    let lane = lane_id();
+    let (_, y, b) = block_idx();
+    let seq = SeqInfo::resolve_with(p, b as usize, p.flags & FLAG_PAGED != 0);
+    let h0 = y as usize * pack;
+    let dv = p.head_dim_v as usize;
+    let rows_total = seq.sq * pack;
+    let partial = p.num_splits > 1;
+    let bt = seq.batch as i64;
+    for t in 0..TM {
+        let mut inv = A::Rows::default();
+        let mut lse = A::Rows::default();
+        for r in 0..A::ROW_SLOTS {
+            let seen = l[t][r] > 0.0;
+            inv[r] = if seen { rcp(l[t][r]) * rescale } else { 0.0 };
+            lse[r] = if seen {
+                (m[t][r] + log2(l[t][r])) * LN_2
+            } else {
+                f32::NEG_INFINITY
+            };
+        }
+        for nd in 0..ND {
+            for v in 0..A::C_VALS {
+                let (r, cc) = A::c_coord(lane, v);
+                let pr = m0 + t * A::M + r;
+                let col = nd * A::N + cc;
+                if pr >= rows_total {
+                    continue;
+                }
+                let (i, h) = ((seq.q0 + pr / pack) as i64, (h0 + pr % pack) as i64);
+                let x = o[t][nd][v] * inv[A::row_slot(v)];
+                if col < dv {
+                    if partial {
+                        let s = &p.ws_o_strides;
+                        let at = split as i64 * s[0] + bt * s[1] + i * s[2] + h * s[3];
+                        // SAFETY: the host sized the workspace for [splits, B, Sq, Hq, Dv].
+                        unsafe { *(p.ws_o as *mut f32).wrapping_offset(at as isize).add(col) = x };
+                    } else {
+                        let s = &p.o_strides;
+                        let at = bt * s[0] + i * s[1] + h * s[2];
+                        // SAFETY: i < Sq_b and col < Dv are inside `out` (host validated).
+                        unsafe {
+                            *(p.out as *mut A::E).wrapping_offset(at as isize).add(col) =
+                                A::E::from_f32(x)
+                        };
+                    }
+                }
+                // The lane holding column 0 of a row writes its lse.
+                if nd == 0 && cc == 0 {
+                    let lv = lse[A::row_slot(v)];
+                    if partial {
+                        let s = &p.ws_lse_strides;
+                        let at = split as i64 * s[0] + bt * s[1] + h * s[2] + i;
+                        // SAFETY: the host sized the workspace for [splits, B, Hq, Sq].
+                        unsafe { *(p.ws_lse as *mut f32).wrapping_offset(at as isize) = lv };
+                    } else if p.lse != 0 {
+                        let s = &p.lse_strides;
+                        let at = bt * s[0] + h * s[1] + i;
+                        // SAFETY: i < Sq_b is inside `lse` (host validated, row stride 1).
+                        unsafe { *(p.lse as *mut f32).wrapping_offset(at as isize) = lv };
+                    }
                 }
             }
         }

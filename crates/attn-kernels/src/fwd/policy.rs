@@ -65,6 +65,9 @@ pub struct FwdTile {
     /// P goes through shared memory to become an `A` operand (the atom cannot do it in
     /// registers).
     pub p_in_smem: bool,
+    /// Waves that split each key block between them and share the query rows: 1, or every wave
+    /// of the block ([`FwdVariant::Decode`]).
+    pub key_waves: usize,
 }
 
 /// Whether the kernel for (`family`, `dtype`, head-dim bucket `d`, `variant`) is built.
@@ -76,7 +79,7 @@ pub struct FwdTile {
 pub const fn instantiated(family: Family, dtype: DType, d: usize, variant: FwdVariant) -> bool {
     let half = !matches!(dtype, DType::F32);
     !match (family, variant) {
-        (Family::Rdna3, FwdVariant::Pieces) => half && d >= 128,
+        (Family::Rdna3, FwdVariant::Pieces | FwdVariant::Decode) => half && d >= 128,
         (Family::Rdna3, FwdVariant::Varlen) => half && d >= 256,
         _ => false,
     }
@@ -90,8 +93,61 @@ pub const fn instantiated(family: Family, dtype: DType, d: usize, variant: FwdVa
 pub const fn spills_allowed(family: Family, dtype: DType, d: usize, variant: FwdVariant) -> bool {
     matches!(family, Family::Sm80 | Family::Sm90)
         && !matches!(dtype, DType::F32)
-        && d >= 256
-        && matches!(variant, FwdVariant::Pieces)
+        && (d >= 256 && matches!(variant, FwdVariant::Pieces | FwdVariant::Decode)
+            || min_blocks(variant, dtype, d) > 1)
+}
+
+/// Resident blocks per SM that a forward kernel asks of ptxas (`#[kernel(blocks = M)]`, NVIDIA's
+/// `minctasm`; checked against `instances.rs` at compile time): 3 for the memory-bound decode
+/// kernels whose accumulators fit 170 registers (D <= 64), 1 for every other kernel (up to 255
+/// registers). The host sizes split-KV's waves of blocks with it.
+pub const fn min_blocks(variant: FwdVariant, dtype: DType, d: usize) -> u32 {
+    // (At D = 128 the 16-bit decode kernels would spill ~150 B under 170 registers, and measured
+    // slower that way: docs/perf.md.)
+    let _ = dtype;
+    match variant {
+        FwdVariant::Decode if d <= 64 => 3,
+        _ => 1,
+    }
+}
+
+/// Waves per block on `family` (wave64 on CDNA).
+pub const fn waves(family: Family) -> usize {
+    match family {
+        Family::Cdna => THREADS as usize / 64,
+        _ => THREADS as usize / 32,
+    }
+}
+
+/// The [`FwdVariant::Decode`] tile: one fragment of query rows shared by every wave (16 rows on
+/// mma.sync and WMMA, 32 on MFMA, 8 / 16 on the f32 FMA atom), each wave taking `TN` fragments of
+/// every key block. Decode is memory-bound: few rows keep the matrix work per key byte low, and
+/// the waves' separate key slices keep every wave busy without more rows.
+const fn decode_tile(family: Family, dtype: DType, d: usize) -> FwdTile {
+    let kw = waves(family);
+    let (m, n) = match (dtype, family) {
+        (DType::F32, Family::Cdna) => (16, 8),
+        (DType::F32, _) => (8, 8),
+        (_, Family::Cdna) => (32, 32),
+        (_, Family::Rdna3) => (16, 16),
+        _ => (16, 8),
+    };
+    let tn = match (dtype, family, d) {
+        (DType::F32, _, 256) => 1,
+        (DType::F32, _, 128) => 2,
+        (DType::F32, _, _) => 4,
+        (_, Family::Cdna | Family::Rdna3, _) => 1,
+        (_, _, 256) => 2,
+        _ => 4,
+    };
+    FwdTile {
+        tm: 1,
+        block_m: m,
+        block_n: kw * tn * n,
+        split_kv: matches!(family, Family::Sm80 | Family::Sm90),
+        p_in_smem: matches!(dtype, DType::F32) || matches!(family, Family::Rdna3),
+        key_waves: kw,
+    }
 }
 
 /// The tile of the plain variant ([`fwd_tile_of`] with [`FwdVariant::Plain`]).
@@ -110,6 +166,9 @@ pub const fn fwd_tile(family: Family, dtype: DType, d: usize) -> FwdTile {
 /// every target); f16/bf16 on the family's matrix atom (16 rows × 4 warps, 32 rows × 2 waves,
 /// 16 rows × 4 waves: `64·tm` rows per block). Shared memory stays within 64 KiB on AMD.
 pub const fn fwd_tile_of(family: Family, dtype: DType, d: usize, variant: FwdVariant) -> FwdTile {
+    if matches!(variant, FwdVariant::Decode) {
+        return decode_tile(family, dtype, d);
+    }
     let nv = matches!(family, Family::Sm80 | Family::Sm90);
     // Varlen keeps sequence lengths and offsets in registers, the pieces more: both take
     // smaller tiles than the plain kernels (`lean`), varlen the larger of them where it fits.
@@ -130,6 +189,7 @@ pub const fn fwd_tile_of(family: Family, dtype: DType, d: usize, variant: FwdVar
             block_n,
             split_kv: nv,
             p_in_smem: true,
+            key_waves: 1,
         };
     }
     let (tm, block_n) = match (family, d) {
@@ -163,6 +223,7 @@ pub const fn fwd_tile_of(family: Family, dtype: DType, d: usize, variant: FwdVar
         block_n,
         split_kv: nv,
         p_in_smem: matches!(family, Family::Rdna3),
+        key_waves: 1,
     }
 }
 
@@ -194,7 +255,15 @@ pub const fn smem_bytes_of(family: Family, dtype: DType, d: usize, variant: FwdV
     } else {
         0
     };
-    ((t.block_m + kv * t.block_n) * padded(d, e) + p) * e + bias
+    let main = ((t.block_m + kv * t.block_n) * padded(d, e) + p) * e + bias;
+    // Decode merges its waves' states through the same memory afterwards: m and l per wave and
+    // row, then the O of all waves but the first, [BLOCK_M, D + 4] f32 each.
+    let merge = if matches!(variant, FwdVariant::Decode) {
+        (2 * t.key_waves * t.block_m + (t.key_waves - 1) * t.block_m * (d + 4)) * 4
+    } else {
+        0
+    };
+    if main > merge { main } else { merge }
 }
 
 #[cfg(test)]
@@ -230,7 +299,13 @@ mod tests {
                     };
                     assert_eq!(t.block_n % atoms, 0, "{family:?} {dtype:?} d{d}");
                     assert_eq!(d % 32, 0);
-                    assert_eq!(t.block_m % 32, 0);
+                    if variant == FwdVariant::Decode {
+                        assert_eq!(t.block_m * waves(family) / t.key_waves % 8, 0);
+                        assert_eq!(t.key_waves, waves(family));
+                    } else {
+                        assert_eq!(t.block_m % 32, 0);
+                        assert_eq!(t.key_waves, 1);
+                    }
                 }
             }
         }

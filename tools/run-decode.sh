@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The inference-path GPU run: the GPU suite (decode tests included), `attn bench --decode` beside
+# torch, and the canonical bf16 table of this build against a baseline build (.gpu-base/attn,
+# optional), interleaved. Run there from the repository root after tools/stage-gpu.sh.
+set -o pipefail
+OUT=${OUT:-out}; mkdir -p "$OUT"
+# Optional extra builds, packed like .gpu-pack: .gpu-altpack (an alternative build of this tree,
+# benched with --decode only) and .gpu-basepack (the baseline `attn` for the canonical table).
+unpack() { python3 -c "import tarfile, sys; tarfile.open(sys.argv[1]).extractall()" "$1"; }
+[ -f .gpu-altpack/gpu.tar.xz ] && [ ! -d .gpu-alt ] && mkdir -p .alt && (cd .alt && unpack ../.gpu-altpack/gpu.tar.xz) && mv .alt/.gpu .gpu-alt
+[ -f .gpu-basepack/base.tar.xz ] && [ ! -d .gpu-base ] && unpack .gpu-basepack/base.tar.xz
+tools/gpu-suite.sh > "$OUT/suite.log" 2>&1; echo "suite rc $?"
+grep -E "passed on|Unsupported here|FAILED|failed|panicked|ERROR SUMMARY|gpu-suite exit|error" "$OUT/suite.log" | head -60
+.gpu/attn bench --decode --iters 30 --json "$OUT/decode.json" > "$OUT/decode.txt" 2>&1; echo "decode bench rc $?"
+cat "$OUT/decode.txt" | tail -40
+if [ -x .gpu-alt/attn ]; then
+  .gpu-alt/attn bench --decode --compare none --iters 30 --json "$OUT/decode-alt.json" > "$OUT/decode-alt.txt" 2>&1; echo "alt decode bench rc $?"
+  grep -E "split|^\| [0-9]" "$OUT/decode-alt.txt" | head -20
+fi
+if [ -x .gpu-base/attn ]; then
+  for i in 1 2; do
+    .gpu-base/attn bench --dtype bf16 --iters 20 --json "$OUT/base$i.json" > /dev/null 2>&1
+    .gpu/attn bench --dtype bf16 --iters 20 --json "$OUT/new$i.json" > /dev/null 2>&1
+  done
+  python3 - <<'PY'
+import json, os
+o = os.environ.get("OUT", "out")
+load = lambda n: {(r["d"], r["causal"], r["seqlen"]): r["tflops"] for r in json.load(open(f"{o}/{n}.json"))}
+b1, b2, n1, n2 = (load(x) for x in ["base1", "base2", "new1", "new2"])
+for k in sorted(b1):
+    print(k, f"base {b1[k]:.1f} {b2[k]:.1f} new {n1[k]:.1f} {n2[k]:.1f} ratio {(n1[k] + n2[k]) / (b1[k] + b2[k]):.3f}")
+PY
+fi
