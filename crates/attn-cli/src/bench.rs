@@ -72,6 +72,9 @@ pub(crate) struct Args {
     /// Path of the decode peers script (`--decode`).
     #[arg(long, default_value = "bench/torch_decode_peers.py")]
     decode_peers_script: PathBuf,
+    /// `--decode`: force this split-KV count on our calls (tuning; default: the plan's choice).
+    #[arg(long)]
+    splits: Option<u32>,
 }
 
 /// One shape of the canonical table.

@@ -335,7 +335,14 @@ fn host_input(pattern: &[u16], j: usize, n: usize) -> Result<&[u16]> {
 }
 
 /// Our median launch time of row `r`, in ms (see the module docs for the rounds).
-fn time_row(dev: &Device, stream: &Stream, r: &Row, iters: usize, pattern: &[u16]) -> Result<f64> {
+fn time_row(
+    dev: &Device,
+    stream: &Stream,
+    r: &Row,
+    iters: usize,
+    pattern: &[u16],
+    splits: Option<u32>,
+) -> Result<f64> {
     let (nq, nkv) = (r.q_elems(), r.kv_elems());
     let mut sets: Vec<[DeviceBuffer<u16>; 3]> = Vec::with_capacity(r.sets);
     for s in 0..r.sets {
@@ -369,6 +376,7 @@ fn time_row(dev: &Device, stream: &Stream, r: &Row, iters: usize, pattern: &[u16
             ..LseRef::contiguous(lse.ptr(), [r.batch, r.heads_q, r.seq_q])
         })
         .mask(mask)
+        .splits(splits.map_or(attn_host::Splits::Auto, attn_host::Splits::Fixed))
     };
     // Engines preallocate split-KV's workspace: so does the bench (a per-call allocation would
     // time cudaMalloc/cudaFree).
@@ -585,7 +593,7 @@ pub(crate) fn run(a: &Args) -> Result<()> {
     let mut out = Vec::new();
     let n = rows.len();
     for (i, r) in rows.into_iter().enumerate() {
-        let (ms, error) = match time_row(&dev, &stream, &r, iters, &pattern) {
+        let (ms, error) = match time_row(&dev, &stream, &r, iters, &pattern, a.splits) {
             Ok(ms) => (Some(ms), None),
             Err(e) => (None, Some(e.to_string())),
         };

@@ -68,6 +68,11 @@ struct TileCopy<E> {
     part_cols: bool,
     /// Where source row `r` starts relative to `src`.
     map: RowMap,
+    /// Walk each thread's chunks with pointer increments (its column is fixed, its rows step by
+    /// `THREADS / chunks`) instead of re-deriving every address: fewer instructions per chunk,
+    /// which is what the memory-bound decode kernels are limited by (the others keep the
+    /// generic loop, whose register use they are tuned to).
+    stepped: bool,
 }
 
 /// Where a tile copy finds its source rows (the `Decode` variant's row layouts; every other
@@ -146,6 +151,7 @@ impl TileCopy<u8> {
             zero_tail: self.zero_tail,
             part_cols: self.part_cols,
             map: self.map,
+            stepped: self.stepped,
         }
     }
 }
@@ -168,6 +174,37 @@ impl<E: Element> TileCopy<E> {
             let chunks = self.cols / per;
             let live = self.rows.min(self.rows_valid);
             let end = if self.zero_tail { self.rows } else { live };
+            if self.stepped && !self.part_cols && threads.is_multiple_of(chunks) {
+                let step = threads / chunks;
+                let me = thread_idx() as usize;
+                let c = (me % chunks) * per;
+                let col_ok = c < self.cols_valid;
+                let strided = matches!(self.map, RowMap::Strided);
+                let mut r = me / chunks;
+                let src_step = step as isize * self.src_stride as isize;
+                let mut src_row = self
+                    .src
+                    .wrapping_offset(r as isize * self.src_stride as isize + c as isize);
+                let mut dst = self.dst.wrapping_add(r * self.dst_stride + c);
+                while r < end {
+                    let valid = r < live && col_ok;
+                    let src = if !valid {
+                        self.src
+                    } else if strided {
+                        src_row
+                    } else {
+                        // SAFETY: r < rows_valid (the map's contract is the caller's).
+                        let row = unsafe { self.map.offset(r, self.src_stride) };
+                        self.src.wrapping_offset(row + c as isize)
+                    };
+                    // SAFETY: as in the generic loop below.
+                    unsafe { copy16_async(dst.cast(), src.cast(), valid) };
+                    r += step;
+                    src_row = src_row.wrapping_offset(src_step);
+                    dst = dst.wrapping_add(step * self.dst_stride);
+                }
+                return;
+            }
             let mut idx = thread_idx() as usize;
             while idx < end * chunks {
                 let (r, c) = (idx / chunks, (idx % chunks) * per);
@@ -607,6 +644,7 @@ pub fn run<
             zero_tail: false,
             part_cols: true,
             map: RowMap::Strided,
+            stepped: false,
         };
         // SAFETY: see above.
         unsafe {
@@ -662,6 +700,7 @@ pub fn run<
                 zero_tail,
                 part_cols: false,
                 map,
+                stepped: DECODE,
             }
         };
     // Decode packs the G query heads of a kv head into the rows (G = 1 unpacked).
@@ -691,6 +730,7 @@ pub fn run<
         zero_tail: false,
         part_cols: false,
         map: q_map,
+        stepped: DECODE,
     };
 
     // o: [TM][ND] fragments = [TM·M, D] f32 rows of this wave; m: running row max in exp2 units
