@@ -9,8 +9,8 @@ OUT=${OUT:-out}; mkdir -p "$OUT"
 unpack() { python3 -c "import tarfile, sys; tarfile.open(sys.argv[1]).extractall()" "$1"; }
 [ -f .gpu-altpack/gpu.tar.xz ] && [ ! -d .gpu-alt ] && mkdir -p .alt && (cd .alt && unpack ../.gpu-altpack/gpu.tar.xz) && mv .alt/.gpu .gpu-alt
 [ -f .gpu-basepack/base.tar.xz ] && [ ! -d .gpu-base ] && unpack .gpu-basepack/base.tar.xz
-tools/gpu-suite.sh > "$OUT/suite.log" 2>&1; echo "suite rc $?"
-grep -E "passed on|Unsupported here|FAILED|failed|panicked|ERROR SUMMARY|gpu-suite exit|error" "$OUT/suite.log" | head -60
+tools/gpu-suite.sh > "$OUT/suite.log" 2>&1; echo "suite rc $?" > "$OUT/summary.txt"
+grep -E "passed on|Unsupported here|FAILED|failed|panicked|ERROR SUMMARY|gpu-suite exit" "$OUT/suite.log" | head -60 >> "$OUT/summary.txt"
 .gpu/attn bench --decode --iters 30 --json "$OUT/decode.json" > "$OUT/decode.txt" 2>&1; echo "decode bench rc $?"
 cat "$OUT/decode.txt" | tail -40
 if [ -x .gpu-alt/attn ]; then
@@ -31,3 +31,5 @@ for k in sorted(b1):
     print(k, f"base {b1[k]:.1f} {b2[k]:.1f} new {n1[k]:.1f} {n2[k]:.1f} ratio {(n1[k] + n2[k]) / (b1[k] + b2[k]):.3f}")
 PY
 fi
+# The suite's summary last (the device tool returns the output's tail).
+cat "$OUT/summary.txt"

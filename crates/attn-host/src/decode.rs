@@ -37,7 +37,10 @@ use attn_kernels::fwd::policy;
 pub const MERGE_THREADS: u32 = policy::THREADS;
 
 /// The most splits (and the most partials one merge takes).
-pub const MAX_SPLITS: u32 = 256;
+pub const MAX_SPLITS: u32 = attn_kernels::fwd::merge::MAX_PARTS as u32;
+
+/// Dynamic shared memory of a merge block, bytes.
+pub const MERGE_SMEM_BYTES: u32 = attn_kernels::fwd::merge::SMEM_BYTES;
 
 /// A paged KV cache: k and v are `[num_pages, page_size, Hk, D|Dv]` (any strides, head dim 1),
 /// and key `j` of sequence `b` is row `j % page_size` of page `block_table[b][j / page_size]`.
@@ -321,7 +324,7 @@ impl Merge {
                 plan.kernel,
                 grid,
                 MERGE_THREADS,
-                0,
+                MERGE_SMEM_BYTES,
                 stream,
                 &KernArgs::new(&plan.params),
             )

@@ -26,8 +26,8 @@
 //! `max_sq` / `max_sk` are `Sq` / `Sk` in batch mode and the varlen hints in varlen mode: the bias
 //! and the dropout mask have the logical shape `[nb, Hq, max_sq, max_sk]`.
 use crate::decode::{
-    self, DECODE_ROWS, MAX_SPLITS, MERGE_THREADS, MergePlan, Packing, Paged, Route, Splits,
-    Workspace,
+    self, DECODE_ROWS, MAX_SPLITS, MERGE_SMEM_BYTES, MERGE_THREADS, MergePlan, Packing, Paged,
+    Route, Splits, Workspace,
 };
 use crate::device::{Device, DeviceBuffer, Stream};
 use crate::error::{Error, Result};
@@ -1335,7 +1335,7 @@ impl Forward {
                     m.kernel,
                     grid,
                     MERGE_THREADS,
-                    0,
+                    MERGE_SMEM_BYTES,
                     stream,
                     &KernArgs::new(&m.params),
                 )?;

@@ -260,7 +260,7 @@ fn decode_matches_reference<
         launch(
             (c.sq as u32, hq as u32, nb as u32),
             policy::THREADS,
-            0,
+            fwd::merge::SMEM_BYTES as usize,
             || fwd::merge::run::<f32, F16>(&mp),
         );
     }
