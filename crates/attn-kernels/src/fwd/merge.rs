@@ -11,7 +11,7 @@
 //! ```
 //!
 //! One block per `(i, h, b)`: the partials' lse go to shared memory once, every thread reduces
-//! them, then its threads take the head-dim columns, four partials' loads in flight at a time. A
+//! them, then its threads take the head-dim columns, eight partials' loads in flight at a time. A
 //! partial whose lse is `-inf` has weight 0 and its values are ignored (a split that saw no key
 //! may leave anything there).
 use crate::arch::{block_idx, dyn_smem, exp2, log2, rcp, sync_threads, thread_idx};
@@ -105,27 +105,23 @@ pub fn run<I: Element, O: Element>(p: &MergeParams) {
     };
     let mut c = tid;
     while c < dv {
-        // Four independent chains: the loads of four partials are in flight together. A zero
-        // weight selects 0 (its partial may hold anything, NaN included).
-        let mut acc = [0.0f32; 4];
+        // Eight independent chains: the loads of eight partials are in flight together (past
+        // the last partial a lane re-reads partial n - 1 with weight 0). A zero weight selects 0
+        // (its partial may hold anything, NaN included).
+        let mut acc = [0.0f32; 8];
         let mut s = 0;
-        while s + 4 <= n {
-            for u in 0..4 {
-                // SAFETY: s + u < n <= MAX_PARTS.
-                let wt = unsafe { *w.add(s + u) };
-                let x = part(s + u, c);
+        while s < n {
+            for u in 0..8 {
+                let k = (s + u).min(n - 1);
+                // SAFETY: k < n <= MAX_PARTS.
+                let wt = if s + u < n { unsafe { *w.add(k) } } else { 0.0 };
+                let x = part(k, c);
                 acc[u] += if wt > 0.0 { wt * x } else { 0.0 };
             }
-            s += 4;
+            s += 8;
         }
-        while s < n {
-            // SAFETY: as above.
-            let wt = unsafe { *w.add(s) };
-            let x = part(s, c);
-            acc[0] += if wt > 0.0 { wt * x } else { 0.0 };
-            s += 1;
-        }
-        let total = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+        let total =
+            ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
         // SAFETY: row < S_b, h < H and c < Dv are inside `out` (host validated).
         unsafe { *out.add(c) = O::from_f32(total * inv) };
         c += threads;
