@@ -661,5 +661,36 @@ mod properties {
                 prop_assert_eq!(plan.params.batch as usize, case.problem.nseq());
             }
         }
+
+        /// Host-only: the same problems without bias or dropout (what `attn check` pages), over
+        /// a random paged cache, plan on the decode kernels of every family that builds them.
+        #[test]
+        fn random_paged_problems_plan_on_the_host(
+            p in problem(&Config { max_seqlen: 300, max_window: 40, ..Config::default() }),
+            page in 0usize..4,
+            seed in any::<u64>(),
+        ) {
+            let pageable = p.bias.is_none() && p.dropout.is_none_or(|d| d.p == 0.0);
+            prop_assume!(pageable);
+            let case = FwdCase::new(p, Layout::Bmhk).with_decode(attn_tests::DecodeOpts {
+                paged: Some(attn_ref::paged::PagedConfig {
+                    page_size: [16, 48, 64, 256][page],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            });
+            for family in [Family::Sm80, Family::Sm90, Family::Cdna, Family::Rdna3] {
+                let plan = match plan_fwd(&case, seed, family) {
+                    Err(e) if e.contains("is not built") => continue,
+                    r => r.map_err(TestCaseError::fail)?,
+                };
+                let decode = matches!(
+                    plan.kernel,
+                    attn_host::KernelId::Fwd { variant: attn_abi::FwdVariant::Decode, .. }
+                );
+                prop_assert!(decode, "{:?}", plan.kernel);
+                prop_assert_eq!(plan.params.flags & attn_abi::FLAG_PAGED, attn_abi::FLAG_PAGED);
+            }
+        }
     }
 }

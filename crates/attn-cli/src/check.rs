@@ -190,11 +190,23 @@ pub(crate) fn run(a: &Args) -> Result<bool> {
                 } else {
                     Layout::Bhmk
                 };
+                // On a GPU, a third of the cases without bias or dropout read their keys from a
+                // random paged KV cache (shuffled, repeated, partly used pages), which runs on the
+                // decode kernels.
+                let pageable = p.bias.is_none() && p.dropout.is_none_or(|d| d.p == 0.0);
+                let page_size = [16, 48, 64, 256][(rng.next_u64() % 4) as usize];
+                let paged = dev.is_some() && pageable && rng.next_u64().is_multiple_of(3);
                 let case = FwdCase {
                     problem: p.clone(),
                     layout,
                     device_rng: rng.next_u64().is_multiple_of(2),
-                    decode: Default::default(),
+                    decode: attn_tests::DecodeOpts {
+                        paged: paged.then(|| attn_ref::paged::PagedConfig {
+                            page_size,
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    },
                 };
                 let outcome = match &dev {
                     Some(dev) => run_fwd(dev, &case, rng.next_u64()),
@@ -218,7 +230,14 @@ pub(crate) fn run(a: &Args) -> Result<bool> {
                     format!("{dtype:?}"),
                     d.to_string(),
                     mask_name(&p.mask),
-                    features(&p, dev.is_some() && case.device_rng),
+                    match &case.decode.paged {
+                        Some(c) => format!(
+                            "{} paged{}",
+                            features(&p, dev.is_some() && case.device_rng),
+                            c.page_size
+                        ),
+                        None => features(&p, dev.is_some() && case.device_rng),
+                    },
                     p.nseq().to_string(),
                     format!("{}/{}", p.heads_q, p.heads_k),
                     p.seqlen_q.to_string(),
