@@ -2,7 +2,8 @@
 //! GQA packing, split-KV with the merge kernel, paged KV, key ranges) against an f64 attention on
 //! the same rounded inputs, through `arch::host::launch` (one OS thread per lane).
 //!
-//! The 32-lane mma.sync atom runs by default, the 64-lane MFMA atom with
+//! The 32-lane mma.sync (separate K/V buffers, as on NVIDIA) and WMMA (one K/V buffer, as on AMD)
+//! atoms run by default, the 64-lane MFMA atom (one buffer) with
 //! `cargo test -p attn-kernels --features host-wave64`.
 use attn_abi::{
     FLAG_KEY_RANGE, FLAG_PAGED, FLAG_VARLEN, FLAG_VEC16, FwdParams, MASK_BOTTOM_RIGHT, MASK_WINDOW,
@@ -61,6 +62,7 @@ fn decode_matches_reference<
     const TN: usize,
     const ND: usize,
     const KK: usize,
+    const SPLIT_KV: bool,
 >(
     c: Case,
     seed: u64,
@@ -239,7 +241,7 @@ fn decode_matches_reference<
         nb as u32,
     );
     launch(grid, policy::THREADS, main.max(merge), || {
-        fwd::run::<A, WAVES, 1, TN, ND, KK, true, true, true, true>(&p)
+        fwd::run::<A, WAVES, 1, TN, ND, KK, SPLIT_KV, true, true, true>(&p)
     });
     if splits > 1 {
         let mp = MergeParams {
@@ -388,8 +390,19 @@ fn decode_runs_on_the_sm80_atom() {
     use attn_kernels::atom::sm80_m16n8k16::Sm80M16N8K16;
     let seed = fresh_seed();
     for c in cases() {
-        // 4 warps × 16 keys, one 16-row fragment; D = 4 · 8.
-        decode_matches_reference::<Sm80M16N8K16<F16>, 4, 2, 4, 1>(c, seed);
+        // 4 warps × 16 keys, one 16-row fragment; D = 4 · 8; separate K/V buffers (NVIDIA).
+        decode_matches_reference::<Sm80M16N8K16<F16>, 4, 2, 4, 1, true>(c, seed);
+    }
+}
+
+#[cfg(not(feature = "host-wave64"))]
+#[test]
+fn decode_runs_on_the_wmma_atom() {
+    use attn_kernels::atom::rdna3_wmma::Rdna3Wmma16x16x16;
+    let seed = fresh_seed();
+    for c in cases() {
+        // 4 waves × 16 keys, one 16-row fragment; D = 2 · 16; one K/V buffer (AMD).
+        decode_matches_reference::<Rdna3Wmma16x16x16<F16>, 4, 1, 2, 1, false>(c, seed);
     }
 }
 
@@ -399,7 +412,7 @@ fn decode_runs_on_the_mfma_atom() {
     use attn_kernels::atom::cdna_mfma::CdnaMfma32x32x8;
     let seed = fresh_seed();
     for c in cases() {
-        // 2 waves × 32 keys, one 32-row fragment; D = 32.
-        decode_matches_reference::<CdnaMfma32x32x8<F16>, 2, 1, 1, 4>(c, seed);
+        // 2 waves × 32 keys, one 32-row fragment; D = 32; one K/V buffer (AMD).
+        decode_matches_reference::<CdnaMfma32x32x8<F16>, 2, 1, 1, 4, false>(c, seed);
     }
 }
