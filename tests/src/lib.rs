@@ -558,6 +558,45 @@ pub fn plan_fwd(case: &FwdCase, seed: u64, family: Family) -> Result<Plan, Strin
     call.plan(family).map_err(|e| e.to_string())
 }
 
+/// Runs every case on a GPU (or prints why the test is skipped) and panics with every failure.
+///
+/// Case `n` draws its inputs from `seed_base + 7919 n + pid`. A case whose kernel this target does
+/// not build (`policy::instantiated`) must give the typed `Unsupported` error; those are counted
+/// and printed, not failed.
+pub fn check_cases(name: &str, seed_base: u64, cases: &[FwdCase]) {
+    let Some(dev) = device_or_skip(name) else {
+        return;
+    };
+    let mut failures = Vec::new();
+    let mut not_built = 0;
+    for (n, case) in cases.iter().enumerate() {
+        let seed = seed_base + n as u64 * 7919 + std::process::id() as u64;
+        match run_fwd(&dev, case, seed) {
+            Ok(o) if o.passed() => {}
+            Ok(o) => failures.push(format!("{case:?} seed {seed}:\n{o}")),
+            Err(e) if e.contains("is not built for") => not_built += 1,
+            Err(e) => failures.push(format!("{case:?}: error {e}")),
+        }
+    }
+    if not_built > 0 {
+        eprintln!(
+            "{name}: {not_built} cases are Unsupported here (kernel not built for this target)"
+        );
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
+    eprintln!(
+        "{name}: {} cases passed on {}",
+        cases.len() - not_built,
+        dev.info().name
+    );
+}
+
 /// Runs one forward check on `dev` with inputs drawn from `seed`.
 pub fn run_fwd(dev: &Device, case: &FwdCase, seed: u64) -> Result<FwdOutcome, String> {
     case.problem.validate().map_err(|e| e.to_string())?;

@@ -6,7 +6,7 @@
 use attn_host::{Packing, Route, Splits};
 use attn_ref::paged::PagedConfig;
 use attn_ref::{Align, Dtype, Mask, Problem};
-use attn_tests::{DecodeOpts, Family, FwdCase, Layout, device_or_skip, plan_fwd, run_fwd};
+use attn_tests::{DecodeOpts, Family, FwdCase, Layout, plan_fwd};
 
 const DTYPES: [Dtype; 3] = [Dtype::F16, Dtype::Bf16, Dtype::F32];
 
@@ -28,35 +28,7 @@ fn masks() -> [Mask; 4] {
 }
 
 fn check_all(name: &str, cases: Vec<FwdCase>) {
-    let Some(dev) = device_or_skip(name) else {
-        return;
-    };
-    let mut failures = Vec::new();
-    let mut not_built = 0;
-    for (n, case) in cases.iter().enumerate() {
-        let seed = 0xDEC0_0000 + n as u64 * 7919 + std::process::id() as u64;
-        match run_fwd(&dev, case, seed) {
-            Ok(o) if o.passed() => {}
-            Ok(o) => failures.push(format!("{case:?} seed {seed}:\n{o}")),
-            Err(e) if e.contains("is not built") => not_built += 1,
-            Err(e) => failures.push(format!("{case:?}: error {e}")),
-        }
-    }
-    if not_built > 0 {
-        eprintln!("{name}: {not_built} cases are Unsupported here (kernel not built)");
-    }
-    assert!(
-        failures.is_empty(),
-        "{} of {} cases failed:\n{}",
-        failures.len(),
-        cases.len(),
-        failures.join("\n")
-    );
-    eprintln!(
-        "{name}: {} cases passed on {}",
-        cases.len() - not_built,
-        dev.info().name
-    );
+    attn_tests::check_cases(name, 0xDEC0_0000, &cases);
 }
 
 fn opts(splits: Splits, packing: Packing) -> DecodeOpts {

@@ -72,39 +72,7 @@ fn slopes(nb: usize, hq: usize, per_batch: bool) -> Vec<f32> {
 }
 
 fn check_all(name: &str, cases: Vec<FwdCase>) {
-    let Some(dev) = device_or_skip(name) else {
-        return;
-    };
-    let mut failures = Vec::new();
-    let mut not_built = 0;
-    for (n, case) in cases.iter().enumerate() {
-        let seed = 0x5EED_0000 + n as u64 * 7919 + std::process::id() as u64;
-        match run_fwd(&dev, case, seed) {
-            Ok(o) if o.passed() => {}
-            Ok(o) => failures.push(format!("{case:?} seed {seed}:\n{o}")),
-            // A kernel that this target does not build (policy::instantiated): the typed
-            // Unsupported error, counted and printed.
-            Err(e) if e.contains("is not built for") => not_built += 1,
-            Err(e) => failures.push(format!("{case:?}: error {e}")),
-        }
-    }
-    if not_built > 0 {
-        eprintln!(
-            "{name}: {not_built} cases are Unsupported here (kernel not built for this target)"
-        );
-    }
-    assert!(
-        failures.is_empty(),
-        "{} of {} cases failed:\n{}",
-        failures.len(),
-        cases.len(),
-        failures.join("\n")
-    );
-    eprintln!(
-        "{name}: {} cases passed on {}",
-        cases.len() - not_built,
-        dev.info().name
-    );
+    attn_tests::check_cases(name, 0x5EED_0000, &cases);
 }
 
 fn every_dtype_head_dim_and_mask_cases() -> Vec<FwdCase> {
@@ -681,7 +649,7 @@ mod properties {
             });
             for family in [Family::Sm80, Family::Sm90, Family::Cdna, Family::Rdna3] {
                 let plan = match plan_fwd(&case, seed, family) {
-                    Err(e) if e.contains("is not built") => continue,
+                    Err(e) if e.contains("is not built for") => continue,
                     r => r.map_err(TestCaseError::fail)?,
                 };
                 let decode = matches!(

@@ -46,11 +46,12 @@ fn malformed_device_arrays_never_fault() {
         len,
         ..TensorRef::contiguous(ptr, DType::Bf16, [1, rows, heads, d])
     };
-    let base = || {
+    // One varlen call with malformed arrays, over keys `k`/`v` with `cu_seqlens_k` at `cu_k`.
+    let call = |k: TensorRef, v: TensorRef, cu_k: u64, max_k: usize| {
         Forward::new(
             t(q.ptr(), q.len(), tq, hq),
-            t(k.ptr(), k.len(), tk, hk),
-            t(v.ptr(), v.len(), tk, hk),
+            k,
+            v,
             t(out.ptr(), out.len(), tq, hq),
         )
         .lse(LseRef {
@@ -63,17 +64,25 @@ fn malformed_device_arrays_never_fault() {
                 len: nseq + 1,
             },
             cu_seqlens_k: I32Ref {
-                ptr: ck.ptr(),
+                ptr: cu_k,
                 len: nseq + 1,
             },
             max_seqlen_q: mq,
-            max_seqlen_k: mk,
+            max_seqlen_k: max_k,
         })
         .seqused_k(I32Ref {
             ptr: used.ptr(),
             len: nseq,
         })
         .mask(attn_host::Mask::Causal(attn_host::Align::BottomRight))
+    };
+    let base = || {
+        call(
+            t(k.ptr(), k.len(), tk, hk),
+            t(v.ptr(), v.len(), tk, hk),
+            ck.ptr(),
+            mk,
+        )
     };
     // The varlen variant, then every piece with dropout from device memory and its mask.
     let calls = [
@@ -129,33 +138,13 @@ fn malformed_device_arrays_never_fault() {
             len,
             ..TensorRef::contiguous(ptr, DType::Bf16, [pages, 16, hk, d])
         };
-        Forward::new(
-            t(q.ptr(), q.len(), tq, hq),
+        // (cu_seqlens_k is not read with paged KV.)
+        call(
             page_t(kp.ptr(), kp.len()),
             page_t(vp.ptr(), vp.len()),
-            t(out.ptr(), out.len(), tq, hq),
+            cq.ptr(),
+            max_pages * 16,
         )
-        .lse(LseRef {
-            len: lse.len(),
-            ..LseRef::contiguous(lse.ptr(), [1, hq, tq])
-        })
-        .varlen(Varlen {
-            cu_seqlens_q: I32Ref {
-                ptr: cq.ptr(),
-                len: nseq + 1,
-            },
-            cu_seqlens_k: I32Ref {
-                ptr: cq.ptr(),
-                len: nseq + 1,
-            },
-            max_seqlen_q: mq,
-            max_seqlen_k: max_pages * 16,
-        })
-        .seqused_k(I32Ref {
-            ptr: used.ptr(),
-            len: nseq,
-        })
-        .mask(attn_host::Mask::Causal(attn_host::Align::BottomRight))
         .paged(Paged {
             block_table: I32Ref {
                 ptr: table.ptr(),

@@ -988,16 +988,16 @@ impl Forward {
             || self.key_range.is_some()
             || matches!(self.splits, Splits::Fixed(n) if n > 1)
             || self.packing == Packing::On;
-        // What the decode kernels cannot do: bias and dropout (they are not compiled in).
+        // What the decode kernels cannot do: bias and dropout (they are not compiled in). Where
+        // they are not built, only a call that needs them fails (with the check below).
         let decode_blocker = if self.bias.is_some() {
             Some("a bias")
         } else if dropout_on {
             Some("dropout")
-        } else if !policy::instantiated(family, dtype, bucket as usize, FwdVariant::Decode) {
-            Some("this target and head dim (the decode kernel is not built: it would spill)")
         } else {
             None
         };
+        let decode_built = policy::instantiated(family, dtype, bucket as usize, FwdVariant::Decode);
         let pack = match self.packing {
             Packing::On if self.alibi.is_some() => {
                 return Err(Error::unsupported(
@@ -1020,7 +1020,8 @@ impl Forward {
             Route::Prefill => false,
             Route::Decode => true,
             Route::Auto => {
-                needs_decode || (decode_blocker.is_none() && max_sq * pack <= DECODE_ROWS)
+                needs_decode
+                    || (decode_blocker.is_none() && decode_built && max_sq * pack <= DECODE_ROWS)
             }
         };
         if decode && let Some(why) = decode_blocker {
