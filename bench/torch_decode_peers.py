@@ -41,38 +41,20 @@ rounds (the upper one of two when even, as ours)."""
 import gc
 import json
 import math
-import os
 import sys
 import time
 import warnings
+
+from peers_common import Results, log, short
 
 PEERS = ["flash", "efficient", "cudnn"]
 TOLERANCE = 2e-2
 
 
-def log(msg):
-    print(msg, file=sys.stderr, flush=True)
-
-
-def short(e):
-    s = f"{type(e).__name__}: {e}".replace("\n", " ")
-    return s[:400]
-
-
 def main():
     spec = json.load(open(sys.argv[1]))
     out_path = sys.argv[2]
-    entries = []
-
-    def emit(r):
-        entries.append(r)
-        tmp = out_path + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(entries, f, indent=1)
-        os.replace(tmp, out_path)
-
-    with open(out_path, "w") as f:
-        json.dump(entries, f)
+    emit = Results(out_path).emit
 
     import torch
     import torch.nn.functional as F

@@ -33,9 +33,10 @@ one untimed call (which also compiles flex)."""
 import gc
 import itertools
 import json
-import os
 import sys
 import time
+
+from peers_common import Results, log, short
 
 PEERS = {
     "dropout": ["flash", "efficient", "cudnn"],
@@ -48,29 +49,10 @@ PEERS = {
 }
 
 
-def log(msg):
-    print(msg, file=sys.stderr, flush=True)
-
-
-def short(e):
-    s = f"{type(e).__name__}: {e}".replace("\n", " ")
-    return s[:400]
-
-
 def main():
     specs = json.load(open(sys.argv[1]))
     out_path = sys.argv[2]
-    rows = []
-
-    def emit(r):
-        rows.append(r)
-        tmp = out_path + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(rows, f, indent=1)
-        os.replace(tmp, out_path)
-
-    with open(out_path, "w") as f:
-        json.dump(rows, f)
+    emit = Results(out_path).emit
 
     import torch
     import torch.nn.functional as F

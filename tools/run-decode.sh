@@ -17,19 +17,6 @@ if [ -x .gpu-alt/attn ]; then
   .gpu-alt/attn bench --decode --compare none --iters 30 --json "$OUT/decode-alt.json" > "$OUT/decode-alt.txt" 2>&1; echo "alt decode bench rc $?"
   grep -E "split|^\| [0-9]" "$OUT/decode-alt.txt" | head -20
 fi
-if [ -x .gpu-base/attn ]; then
-  for i in 1 2; do
-    .gpu-base/attn bench --dtype bf16 --iters 20 --json "$OUT/base$i.json" > /dev/null 2>&1
-    .gpu/attn bench --dtype bf16 --iters 20 --json "$OUT/new$i.json" > /dev/null 2>&1
-  done
-  python3 - <<'PY'
-import json, os
-o = os.environ.get("OUT", "out")
-load = lambda n: {(r["d"], r["causal"], r["seqlen"]): r["tflops"] for r in json.load(open(f"{o}/{n}.json"))}
-b1, b2, n1, n2 = (load(x) for x in ["base1", "base2", "new1", "new2"])
-for k in sorted(b1):
-    print(k, f"base {b1[k]:.1f} {b2[k]:.1f} new {n1[k]:.1f} {n2[k]:.1f} ratio {(n1[k] + n2[k]) / (b1[k] + b2[k]):.3f}")
-PY
-fi
+OUT="$OUT" tools/compare-base.sh
 # The suite's summary last (the device tool returns the output's tail).
 cat "$OUT/summary.txt"

@@ -199,6 +199,57 @@ fn time_shape(dev: &Device, s: &Shape, iters: usize) -> Result<f64> {
     Ok(median(times))
 }
 
+/// Runs a peers script (`python3 SCRIPT IN OUT`) on `request` (JSON in a temporary file named by
+/// `tag` and the process id) and reads the JSON list it writes back: its object entries, and why
+/// the list is missing or partial (the script failed to start, exited non-zero, or wrote
+/// nothing). Never fails: a table without peers is still a table.
+pub(crate) fn run_peers_script(
+    script: &std::path::Path,
+    tag: &str,
+    request: &impl Serialize,
+) -> (Vec<serde_json::Value>, Option<String>) {
+    use serde_json::Value;
+    let dir = std::env::temp_dir();
+    let pid = std::process::id();
+    let (inp, outp) = (
+        dir.join(format!("attn_bench_{tag}_{pid}.json")),
+        dir.join(format!("attn_bench_{tag}_peers_{pid}.json")),
+    );
+    let _ = std::fs::remove_file(&outp);
+    let status = (|| -> std::io::Result<std::process::ExitStatus> {
+        std::fs::write(&inp, serde_json::to_vec(request)?)?;
+        std::process::Command::new("python3")
+            .arg(script)
+            .arg(&inp)
+            .arg(&outp)
+            .status()
+    })();
+    let read =
+        || -> std::io::Result<Vec<Value>> { Ok(serde_json::from_slice(&std::fs::read(&outp)?)?) };
+    let (got, problem) = match status {
+        Err(e) => (
+            Vec::new(),
+            Some(format!("could not run the peers script: {e}")),
+        ),
+        Ok(st) => {
+            let exit = (!st.success()).then(|| format!("the peers script exited with {st}"));
+            match read() {
+                Ok(v) => (v, exit),
+                Err(e) => (
+                    Vec::new(),
+                    Some(format!(
+                        "{}no peer results ({e})",
+                        exit.map(|x| x + "; ").unwrap_or_default()
+                    )),
+                ),
+            }
+        }
+    };
+    let _ = std::fs::remove_file(&inp);
+    let _ = std::fs::remove_file(&outp);
+    (got.into_iter().filter(Value::is_object).collect(), problem)
+}
+
 fn peers(a: &Args, shapes: &[Shape]) -> Vec<serde_json::Value> {
     if a.compare.as_deref() != Some("torch") {
         return Vec::new();
@@ -747,47 +798,7 @@ mod features {
     /// Runs the peers script on `rows`: its rows (possibly partial when it failed part-way),
     /// and what went wrong, if anything.
     fn peers(a: &Args, rows: &[Feature]) -> (Vec<Value>, Option<String>) {
-        let dir = std::env::temp_dir();
-        let pid = std::process::id();
-        let (inp, outp) = (
-            dir.join(format!("attn_bench_features_{pid}.json")),
-            dir.join(format!("attn_bench_feature_peers_{pid}.json")),
-        );
-        let _ = std::fs::remove_file(&outp);
-        let status = (|| -> std::io::Result<std::process::ExitStatus> {
-            std::fs::write(&inp, serde_json::to_vec(rows)?)?;
-            std::process::Command::new("python3")
-                .arg(&a.feature_peers_script)
-                .arg(&inp)
-                .arg(&outp)
-                .status()
-        })();
-        let read = || -> std::io::Result<Vec<Value>> {
-            Ok(serde_json::from_slice(&std::fs::read(&outp)?)?)
-        };
-        let (got, problem) = match status {
-            Err(e) => (
-                Vec::new(),
-                Some(format!("could not run the peers script: {e}")),
-            ),
-            Ok(st) => {
-                let r = read();
-                let exit = (!st.success()).then(|| format!("the peers script exited with {st}"));
-                match r {
-                    Ok(v) => (v, exit),
-                    Err(e) => (
-                        Vec::new(),
-                        Some(format!(
-                            "{}no peer results ({e})",
-                            exit.map(|x| x + "; ").unwrap_or_default()
-                        )),
-                    ),
-                }
-            }
-        };
-        let _ = std::fs::remove_file(&inp);
-        let _ = std::fs::remove_file(&outp);
-        (got.into_iter().filter(Value::is_object).collect(), problem)
+        super::run_peers_script(&a.feature_peers_script, "features", &rows)
     }
 
     #[derive(Serialize)]

@@ -423,51 +423,13 @@ struct PeerRequest<'a> {
 /// Runs the peers script on `rows`: its entries (possibly partial when it failed part-way), and
 /// what went wrong, if anything.
 fn peers(a: &Args, rows: &[Row], iters: usize) -> (Vec<Value>, Option<String>) {
-    let dir = std::env::temp_dir();
-    let pid = std::process::id();
-    let (inp, outp) = (
-        dir.join(format!("attn_bench_decode_{pid}.json")),
-        dir.join(format!("attn_bench_decode_peers_{pid}.json")),
-    );
-    let _ = std::fs::remove_file(&outp);
     let req = PeerRequest {
         iters,
         warmup: WARMUP,
         copy_bytes: COPY_BYTES,
         rows,
     };
-    let status = (|| -> std::io::Result<std::process::ExitStatus> {
-        std::fs::write(&inp, serde_json::to_vec(&req)?)?;
-        std::process::Command::new("python3")
-            .arg(&a.decode_peers_script)
-            .arg(&inp)
-            .arg(&outp)
-            .status()
-    })();
-    let read =
-        || -> std::io::Result<Vec<Value>> { Ok(serde_json::from_slice(&std::fs::read(&outp)?)?) };
-    let (got, problem) = match status {
-        Err(e) => (
-            Vec::new(),
-            Some(format!("could not run the peers script: {e}")),
-        ),
-        Ok(st) => {
-            let exit = (!st.success()).then(|| format!("the peers script exited with {st}"));
-            match read() {
-                Ok(v) => (v, exit),
-                Err(e) => (
-                    Vec::new(),
-                    Some(format!(
-                        "{}no peer results ({e})",
-                        exit.map(|x| x + "; ").unwrap_or_default()
-                    )),
-                ),
-            }
-        }
-    };
-    let _ = std::fs::remove_file(&inp);
-    let _ = std::fs::remove_file(&outp);
-    (got.into_iter().filter(Value::is_object).collect(), problem)
+    super::run_peers_script(&a.decode_peers_script, "decode", &req)
 }
 
 /// The copy bandwidth (GB/s) in the peers' entries, or why there is none.
