@@ -93,8 +93,8 @@ pub const fn instantiated(family: Family, dtype: DType, d: usize, variant: FwdVa
 pub const fn spills_allowed(family: Family, dtype: DType, d: usize, variant: FwdVariant) -> bool {
     matches!(family, Family::Sm80 | Family::Sm90)
         && !matches!(dtype, DType::F32)
-        && (d >= 256 && matches!(variant, FwdVariant::Pieces | FwdVariant::Decode)
-            || min_blocks(variant, dtype, d) > 1)
+        && d >= 256
+        && matches!(variant, FwdVariant::Pieces)
 }
 
 /// Resident blocks per SM that a forward kernel asks of ptxas (`#[kernel(blocks = M)]`, NVIDIA's
