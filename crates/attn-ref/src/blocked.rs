@@ -15,7 +15,7 @@
 //! ```
 
 use crate::naive::gather;
-use crate::{Error, Inputs, Problem, Seq, dropout};
+use crate::{Error, Inputs, Problem, Seq, Tensor, dropout};
 use rayon::prelude::*;
 
 /// Result of [`forward_blocked`], in the kernel's precision.
@@ -55,11 +55,6 @@ pub fn forward_blocked(
     }
     let (hq, d, dv) = (p.heads_q, p.head_dim, p.head_dim_v);
     let dtype = p.dtype;
-    let log2e = std::f32::consts::LOG2_E;
-    let scale = p.softmax_scale();
-    let scale_log2 = scale * log2e;
-    let scale_log2_exact = scale as f64 * std::f64::consts::LOG2_E;
-    let cap = p.softcap;
     let tasks: Vec<(Seq, usize)> = p
         .seqs()
         .into_iter()
@@ -72,11 +67,7 @@ pub fn forward_blocked(
             let q = gather::<f32>(&x.q, s.batch, s.q_start, s.sq, h, d);
             let k = gather::<f32>(&x.k, s.batch, s.k_start, s.sk, g, d);
             let v = gather::<f32>(&x.v, s.batch, s.k_start, s.sk, g, dv);
-            let slope_log2 = p
-                .alibi
-                .as_ref()
-                .map_or(0.0, |a| a.slope(hq, s.b, h) * log2e);
-            let off = p.mask.align().offset(s.sq, s.sk);
+            let scores = Logits::new(p, x, s, h);
             let rescale = p.dropout.map_or(1.0, |dd| dd.rescale());
             let mut o = vec![0.0f32; s.sq * dv];
             let mut lse = vec![f32::NEG_INFINITY; s.sq];
@@ -96,32 +87,7 @@ pub fn forward_blocked(
                         let n = j1 - j0;
                         let mut tile_max = f32::NEG_INFINITY;
                         for (t, j) in (j0..j1).enumerate() {
-                            let val = if p.mask.visible(i, j, s.sq, s.sk) {
-                                let kj = &k[j * d..(j + 1) * d];
-                                let mut acc_s = 0.0f32;
-                                for c in 0..d {
-                                    acc_s += qi[c] * kj[c];
-                                }
-                                let mut xv = if cap > 0.0 {
-                                    cap * (acc_s * scale / cap).tanh() * log2e
-                                } else if dtype == crate::Dtype::F32 {
-                                    // f32 kernels scale by scale·log2(e) in two parts (no
-                                    // systematic rounding of the scale): one rounding here.
-                                    (acc_s as f64 * scale_log2_exact) as f32
-                                } else {
-                                    acc_s * scale_log2
-                                };
-                                if let Some(b) = &x.bias {
-                                    xv += b.get([s.b, h, i, j]) * log2e;
-                                }
-                                if slope_log2 != 0.0 {
-                                    xv -= slope_log2
-                                        * (i as i64 + off - j as i64).unsigned_abs() as f32;
-                                }
-                                xv
-                            } else {
-                                f32::NEG_INFINITY
-                            };
+                            let val = scores.logit(i, j, qi, &k[j * d..(j + 1) * d]).0;
                             xt[t] = val;
                             tile_max = tile_max.max(val);
                         }
@@ -187,4 +153,80 @@ pub fn forward_blocked(
         }
     }
     Ok(BlockedOutput { out, lse })
+}
+
+/// The blocked path's log2-domain logits `x_ij` of one (sequence, query head), shared by
+/// [`forward_blocked`] and [`crate::backward_blocked`] so that both see bit-identical scores.
+pub(crate) struct Logits<'a> {
+    p: &'a Problem,
+    bias: Option<&'a Tensor>,
+    s: Seq,
+    h: usize,
+    /// The natural softmax scale.
+    scale: f32,
+    /// `scale * log2(e)` rounded to f32 (the 16-bit kernels' factor).
+    scale_log2: f32,
+    /// `scale * log2(e)` in f64 (the f32 kernels apply it without rounding the factor).
+    scale_log2_exact: f64,
+    /// ALiBi slope times `log2(e)` (0 without ALiBi).
+    slope_log2: f32,
+    /// The mask's (and ALiBi's) diagonal offset `off_b`.
+    off: i64,
+}
+
+impl<'a> Logits<'a> {
+    /// The logits of query head `h` of sequence `s`.
+    pub(crate) fn new(p: &'a Problem, x: &'a Inputs, s: Seq, h: usize) -> Self {
+        let log2e = std::f32::consts::LOG2_E;
+        let scale = p.softmax_scale();
+        Logits {
+            p,
+            bias: x.bias.as_ref(),
+            s,
+            h,
+            scale,
+            scale_log2: scale * log2e,
+            scale_log2_exact: scale as f64 * std::f64::consts::LOG2_E,
+            slope_log2: p
+                .alibi
+                .as_ref()
+                .map_or(0.0, |a| a.slope(p.heads_q, s.b, h) * log2e),
+            off: p.mask.align().offset(s.sq, s.sk),
+        }
+    }
+
+    /// `(x_ij, t_ij)` for query row `qi` (local row `i`) and key row `kj` (local key `j`): the
+    /// log2-domain logit (`-inf` where the mask hides `j`), and with softcap
+    /// `t_ij = tanh(s_ij * scale / cap)` (0 without softcap), `s_ij = dot(q_i, k_j)` in f32.
+    #[inline]
+    pub(crate) fn logit(&self, i: usize, j: usize, qi: &[f32], kj: &[f32]) -> (f32, f32) {
+        let p = self.p;
+        if !p.mask.visible(i, j, self.s.sq, self.s.sk) {
+            return (f32::NEG_INFINITY, 0.0);
+        }
+        let log2e = std::f32::consts::LOG2_E;
+        let cap = p.softcap;
+        let mut acc_s = 0.0f32;
+        for (a, b) in qi.iter().zip(kj) {
+            acc_s += a * b;
+        }
+        let mut t = 0.0;
+        let mut xv = if cap > 0.0 {
+            t = (acc_s * self.scale / cap).tanh();
+            cap * t * log2e
+        } else if p.dtype == crate::Dtype::F32 {
+            // f32 kernels scale by scale·log2(e) in two parts (no systematic rounding of the
+            // scale): one rounding here.
+            (acc_s as f64 * self.scale_log2_exact) as f32
+        } else {
+            acc_s * self.scale_log2
+        };
+        if let Some(b) = self.bias {
+            xv += b.get([self.s.b, self.h, i, j]) * log2e;
+        }
+        if self.slope_log2 != 0.0 {
+            xv -= self.slope_log2 * (i as i64 + self.off - j as i64).unsigned_abs() as f32;
+        }
+        (xv, t)
+    }
 }

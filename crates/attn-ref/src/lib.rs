@@ -7,6 +7,8 @@
 //! - [`forward_blocked`]: the **low-precision** forward, tile by tile with an online softmax in the
 //!   log2 domain, rounding where a kernel rounds: the pass rule's noise baseline;
 //! - [`backward`]: the `f64` gradients `dq`, `dk`, `dv`, `dbias` and `D` (semantics.md §5);
+//! - [`backward_blocked`]: the **low-precision** backward, in f32 with the kernels' roundings (`P·Z` and
+//!   `dS` rounded to the dtype before their matrix products), from [`forward_blocked`]'s `out` and `lse`;
 //! - [`dropout`]: Philox4x32-10 and the exact counter scheme of semantics.md §4, per element or whole tensor;
 //! - [`paged`]: the paged KV cache ([`PagedKv`], with random page tables for GPU tests), partial attention
 //!   over a key range ([`forward_partial`]) and the log-sum-exp [`merge`] of partials (semantics.md §8);
@@ -83,6 +85,7 @@
 //! (see the `perf_reference_1024` test, `cargo test -p attn-ref -- --ignored`).
 
 mod blocked;
+mod blocked_bwd;
 pub mod dropout;
 mod dtype;
 mod error;
@@ -96,6 +99,7 @@ mod tensor;
 pub mod tolerance;
 
 pub use blocked::{BlockedOutput, forward_blocked};
+pub use blocked_bwd::{BlockedBackward, backward_blocked};
 pub use dropout::philox4x32_10;
 pub use dtype::Dtype;
 pub use error::Error;

@@ -126,7 +126,8 @@ impl<'a> Head<'a> {
     }
 }
 
-fn tasks(p: &Problem, by_kv_head: bool) -> Vec<(Seq, usize)> {
+/// The parallel tasks: every `(sequence, query head)`, or every `(sequence, kv head)` when `by_kv_head`.
+pub(crate) fn tasks(p: &Problem, by_kv_head: bool) -> Vec<(Seq, usize)> {
     let n = if by_kv_head { p.heads_k } else { p.heads_q };
     p.seqs()
         .into_iter()
@@ -262,35 +263,11 @@ pub fn backward(
     lse: &[f64],
     want_dbias: bool,
 ) -> Result<BackwardOutput, Error> {
-    p.validate_inputs(x)?;
-    dout.check("dout", p.out_shape())?;
-    let n_out: usize = p.out_shape().iter().product();
-    if out.len() != n_out {
-        return Err(Error::invalid(
-            "out",
-            format!("{n_out} elements"),
-            out.len(),
-        ));
-    }
-    if lse.len() != p.lse_len() {
-        return Err(Error::invalid(
-            "lse",
-            format!("{} elements", p.lse_len()),
-            lse.len(),
-        ));
-    }
+    check_backward_args(p, x, dout, out.len(), lse.len())?;
     let want_dbias = want_dbias && p.bias.is_some();
-    let (hq, d, dvd, grp) = (p.heads_q, p.head_dim, p.head_dim_v, p.group());
+    let (d, dvd, grp) = (p.head_dim, p.head_dim_v, p.group());
     let dvec = row_dot(p, dout, out);
-    struct Part {
-        s: Seq,
-        g: usize,
-        dq: Vec<f64>,
-        dk: Vec<f64>,
-        dv: Vec<f64>,
-        dbias: Vec<f64>,
-    }
-    let parts: Vec<Part> = tasks(p, true)
+    let parts: Vec<Part<f64>> = tasks(p, true)
         .into_par_iter()
         .map(|(s, g)| {
             let mut dk = vec![0.0; s.sk * d];
@@ -355,15 +332,74 @@ pub fn backward(
             }
         })
         .collect();
-    let mut dq = vec![0.0; p.q_shape().iter().product()];
-    let mut dk = vec![0.0; p.k_shape().iter().product()];
-    let mut dv = vec![0.0; p.v_shape().iter().product()];
+    let (dq, dk, dv, dbias) = assemble(p, parts, want_dbias);
+    Ok(BackwardOutput {
+        dq,
+        dk,
+        dv,
+        dbias,
+        d: dvec,
+    })
+}
+
+/// Checks a backward call's tensors against `p`: the inputs, `dout`'s shape, and the element counts
+/// of `out` (`[B, Sq, Hq, Dv]`) and `lse` (the lse layout).
+pub(crate) fn check_backward_args(
+    p: &Problem,
+    x: &Inputs,
+    dout: &Tensor,
+    out_len: usize,
+    lse_len: usize,
+) -> Result<(), Error> {
+    p.validate_inputs(x)?;
+    dout.check("dout", p.out_shape())?;
+    let n_out: usize = p.out_shape().iter().product();
+    if out_len != n_out {
+        return Err(Error::invalid("out", format!("{n_out} elements"), out_len));
+    }
+    if lse_len != p.lse_len() {
+        return Err(Error::invalid(
+            "lse",
+            format!("{} elements", p.lse_len()),
+            lse_len,
+        ));
+    }
+    Ok(())
+}
+
+/// The gradients of one `(sequence, kv head)` task, local and row-major.
+pub(crate) struct Part<T> {
+    /// The sequence.
+    pub s: Seq,
+    /// The kv head.
+    pub g: usize,
+    /// `[group, Sq_b, D]`: the group's query heads in order.
+    pub dq: Vec<T>,
+    /// `[Sk_b, D]` (used keys only).
+    pub dk: Vec<T>,
+    /// `[Sk_b, Dv]`.
+    pub dv: Vec<T>,
+    /// `[group, Sq_b, Sk_b]`, or empty without dbias.
+    pub dbias: Vec<T>,
+}
+
+/// Full gradient tensors `(dq, dk, dv, dbias)`, as [`BackwardOutput`] lays them out.
+pub(crate) type Grads<T> = (Vec<T>, Vec<T>, Vec<T>, Option<Vec<T>>);
+
+/// Scatters the tasks' [`Part`]s into the full gradient tensors; everything no part covers (rows
+/// outside every sequence, keys past `seqused_k`, bias padding) is `T::default()`, i.e. 0.
+pub(crate) fn assemble<T: Copy + Default>(
+    p: &Problem,
+    parts: Vec<Part<T>>,
+    want_dbias: bool,
+) -> Grads<T> {
+    let (hq, d, dvd, grp) = (p.heads_q, p.head_dim, p.head_dim_v, p.group());
+    let zeros = |n: usize| vec![T::default(); n];
+    let mut dq = zeros(p.q_shape().iter().product());
+    let mut dk = zeros(p.k_shape().iter().product());
+    let mut dv = zeros(p.v_shape().iter().product());
     let bshape = p.bias_shape();
-    let mut dbias = if want_dbias {
-        Some(vec![0.0; bshape.iter().product()])
-    } else {
-        None
-    };
+    let mut dbias = want_dbias.then(|| zeros(bshape.iter().product()));
     for part in parts {
         let s = part.s;
         for hh in 0..grp {
@@ -387,13 +423,7 @@ pub fn backward(
             dv[bv..bv + dvd].copy_from_slice(&part.dv[j * dvd..(j + 1) * dvd]);
         }
     }
-    Ok(BackwardOutput {
-        dq,
-        dk,
-        dv,
-        dbias,
-        d: dvec,
-    })
+    (dq, dk, dv, dbias)
 }
 
 #[inline]
