@@ -15,6 +15,7 @@ nvidia-smi -L 2>&1 | tee "$OUT/gpu.txt"
 .gpu/test-fwd --nocapture --test-threads 1 2>&1 | tee "$OUT/fwd.txt"; rc=$((rc | PIPESTATUS[0]))
 .gpu/test-decode --nocapture --test-threads 1 2>&1 | tee "$OUT/decode.txt"; rc=$((rc | PIPESTATUS[0]))
 .gpu/test-precision --nocapture 2>&1 | tee "$OUT/precision.txt"; rc=$((rc | PIPESTATUS[0]))
+.gpu/test-bwd --nocapture --test-threads 1 2>&1 | tee "$OUT/bwd.txt"; rc=$((rc | PIPESTATUS[0]))
 # Malformed device arrays (cu_seqlens, seqused_k, device seed/offset) under memcheck: 0 errors.
 compute-sanitizer --tool memcheck --error-exitcode 9 .gpu/test-malformed --nocapture 2>&1 | tee "$OUT/malformed-memcheck.txt"; rc=$((rc | PIPESTATUS[0]))
 .gpu/attn check --cases 4 2>&1 | tee "$OUT/check.txt"; rc=$((rc | PIPESTATUS[0]))

@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 rm -rf .gpu && mkdir -p .gpu
 cargo build --release -p attn-cli
 cp target/release/attn .gpu/
-for t in abi fwd decode malformed precision; do
+for t in abi fwd decode malformed precision bwd; do
   exe=$(cargo test --release -p attn-tests --test "$t" --no-run 2>&1 | sed -n 's/.*Executable .*(\(.*\))/\1/p' | tail -1)
   cp "$exe" ".gpu/test-$t"
 done

@@ -15,8 +15,9 @@
 //! [`attn_host::Merge`].
 use attn_abi::DType;
 use attn_host::{
-    AlibiRef, Align, BiasRef, Device, DeviceBuffer, Forward, I32Ref, LseRef, Mask, MaskRef, Merge,
-    Packing, Paged, PartialLseRef, PartialsRef, Philox, Plan, Route, Splits, TensorRef,
+    AlibiRef, Align, Backward, BiasRef, Device, DeviceBuffer, Forward, I32Ref, LseRef, Mask,
+    MaskRef, Merge, Packing, Paged, PartialLseRef, PartialsRef, Philox, Plan, Route, Splits,
+    TensorRef,
 };
 pub use attn_kernels::fwd::policy::Family;
 use attn_ref::paged::{PagedConfig, PagedKv};
@@ -85,6 +86,21 @@ pub struct FwdCase {
     pub device_rng: bool,
     /// The inference path's options.
     pub decode: DecodeOpts,
+    /// After the forward, run the backward of the same call on its `out` and `lse`.
+    pub backward: Option<BwdOpts>,
+}
+
+/// How a case runs the backward ([`FwdCase::with_backward`]).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct BwdOpts {
+    /// Also compute `dbias` (when the problem has a bias).
+    pub dbias: bool,
+    /// Zero the gradients first ([`Backward::zero_tensors`]); otherwise rows outside every
+    /// sequence are not compared (they are never written).
+    pub zero_tensors: bool,
+    /// Run the backward this many more times on the same inputs and count the bits in which
+    /// any run's `dq`/`dk`/`dv`/`dbias` differ from the first (determinism).
+    pub repeats: usize,
 }
 
 /// How a case goes through the inference path (all off by default: the call decides).
@@ -112,7 +128,14 @@ impl FwdCase {
             layout,
             device_rng: false,
             decode: DecodeOpts::default(),
+            backward: None,
         }
+    }
+
+    /// The same case followed by its backward.
+    pub fn with_backward(mut self, opts: BwdOpts) -> Self {
+        self.backward = Some(opts);
+        self
     }
 
     /// The same case with inference options.
@@ -138,12 +161,20 @@ pub struct FwdOutcome {
     /// With dropout (`p > 0`): the number of dropout-mask bytes that differ from
     /// `attn_ref::dropout::mask_tensor` (see [`mask_mismatches`]); `None` without dropout.
     pub mask_mismatches: Option<usize>,
+    /// With [`FwdCase::backward`]: `dq`, `dk`, `dv` (and `dbias`) against the pass rule.
+    pub grads: Vec<Report>,
+    /// With [`BwdOpts::repeats`]: gradient elements whose bits differ between runs.
+    pub nondeterministic: Option<usize>,
 }
 
 impl FwdOutcome {
     /// Both tensors pass and the dropout mask (if any) matches exactly.
     pub fn passed(&self) -> bool {
-        self.out.passed() && self.lse.passed() && self.mask_mismatches.unwrap_or(0) == 0
+        self.out.passed()
+            && self.lse.passed()
+            && self.mask_mismatches.unwrap_or(0) == 0
+            && self.grads.iter().all(Report::passed)
+            && self.nondeterministic.unwrap_or(0) == 0
     }
 }
 
@@ -152,6 +183,12 @@ impl std::fmt::Display for FwdOutcome {
         write!(f, "{}\n{}", self.out, self.lse)?;
         if let Some(n) = self.mask_mismatches {
             write!(f, "\ndropout mask: {n} bytes differ")?;
+        }
+        for g in &self.grads {
+            write!(f, "\n{g}")?;
+        }
+        if let Some(n) = self.nondeterministic {
+            write!(f, "\nbackward repeats: {n} elements differ")?;
         }
         Ok(())
     }
@@ -795,15 +832,41 @@ pub fn run_fwd(dev: &Device, case: &FwdCase, seed: u64) -> Result<FwdOutcome, St
         Some(m) => Some(m.to_host(&stream).map_err(e)?),
         None => None,
     };
+    let bwd = match case.backward {
+        Some(opts) if cache.is_none() && ranges.is_empty() => {
+            Some(run_backward(dev, case, p, &x, call, &bufs, opts, seed)?)
+        }
+        _ => None,
+    };
     drop((arrays, bias, slopes, rng, mask));
 
     let truth = attn_ref::forward(p, &x).map_err(|e| e.to_string())?;
     let (bm, bn) = kernel_tile(dev, &call);
-    let lowp = attn_ref::forward_blocked(p, &x, bm, bn).map_err(|e| e.to_string())?;
+    let mut lowp = attn_ref::forward_blocked(p, &x, bm, bn).map_err(|e| e.to_string())?;
+    if !ranges.is_empty() {
+        // Partial attentions store their outputs in q's dtype before the merge: the reference
+        // rounds each range's exact partial there too, merges in f64 and rounds once more.
+        let es = |e: attn_ref::Error| e.to_string();
+        let mut parts = Vec::with_capacity(ranges.len());
+        for &(lo, hi) in ranges {
+            let mut part = attn_ref::paged::forward_partial(p, &x, lo..hi.max(lo)).map_err(es)?;
+            for o in &mut part.out {
+                *o = p.dtype.round_f64(*o) as f64;
+            }
+            parts.push(part);
+        }
+        let refs: Vec<&attn_ref::ForwardOutput> = parts.iter().collect();
+        let merged = attn_ref::paged::merge(p, &refs).map_err(es)?;
+        lowp.out = merged.out.iter().map(|&o| p.dtype.round_f64(o)).collect();
+    }
     let mask_mismatches = got_mask.map(|got| {
         let want = attn_ref::dropout::mask_tensor(p).unwrap_or_default();
         mask_mismatches(p, &got, &want)
     });
+    let (grads, nondeterministic) = match bwd {
+        None => (Vec::new(), None),
+        Some(g) => judge_backward(p, &x, &truth, &lowp, g)?,
+    };
     Ok(FwdOutcome {
         out: attn_ref::check(&got_out, &truth.out, &lowp.out)
             .named("out")
@@ -812,7 +875,211 @@ pub fn run_fwd(dev: &Device, case: &FwdCase, seed: u64) -> Result<FwdOutcome, St
             .named("lse")
             .with_shape(&lse_shape),
         mask_mismatches,
+        grads,
+        nondeterministic,
     })
+}
+
+/// What the backward of a case wrote (BMHK order), and its repeat differences.
+struct BwdGot {
+    dout: Tensor,
+    dq: Vec<f32>,
+    dk: Vec<f32>,
+    dv: Vec<f32>,
+    dbias: Option<Vec<f32>>,
+    zero_tensors: bool,
+    differ: Option<usize>,
+}
+
+/// Runs the backward of `call` (whose forward just ran on `b`'s buffers) on a fresh random
+/// `dout`, into poisoned gradients in the case's layout (`dbias` contiguous in the bias's shape
+/// and dtype), `1 + repeats` times.
+#[allow(clippy::too_many_arguments)]
+fn run_backward(
+    dev: &Device,
+    case: &FwdCase,
+    p: &Problem,
+    x: &Inputs,
+    call: Forward,
+    b: &Bufs,
+    opts: BwdOpts,
+    seed: u64,
+) -> Result<BwdGot, String> {
+    let e = |e: attn_host::Error| e.to_string();
+    let dtype = host_dtype(p.dtype);
+    let stream = dev.default_stream();
+    let mut state = seed ^ 0xd0d0_5eed_0000_0001;
+    let dout = Tensor::from_fn(p.dtype, p.out_shape(), |_| {
+        state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    });
+    let d_o = Raw::upload(dev, &device_bits(&dout, dtype, case.layout), dtype).map_err(e)?;
+    let numel = |s: [usize; 4]| s.iter().product::<usize>();
+    let (qs, ks, vs) = (p.q_shape(), p.k_shape(), p.v_shape());
+    let tref = |r: &Raw, shape| TensorRef {
+        ptr: r.ptr(),
+        len: r.len(),
+        dtype,
+        shape,
+        strides: strides(shape, case.layout),
+    };
+    let want_dbias = opts.dbias && p.bias.is_some();
+    let bias_dtype = p.bias.map_or(dtype, |bs| host_dtype(bs.dtype));
+    let bshape = p.bias_shape();
+    let runs = 1 + opts.repeats;
+    let mut first: Option<Vec<Vec<f32>>> = None;
+    let mut differ = 0usize;
+    let mut result = None;
+    for _ in 0..runs {
+        let dq = Raw::poisoned(dev, numel(qs), dtype, &stream).map_err(e)?;
+        let dk = Raw::poisoned(dev, numel(ks), dtype, &stream).map_err(e)?;
+        let dv = Raw::poisoned(dev, numel(vs), dtype, &stream).map_err(e)?;
+        let db = if want_dbias {
+            Some(Raw::poisoned(dev, numel(bshape), bias_dtype, &stream).map_err(e)?)
+        } else {
+            None
+        };
+        let mut bwd = Backward::new(
+            call,
+            tref(&d_o, p.out_shape()),
+            tref(&dq, qs),
+            tref(&dk, ks),
+            tref(&dv, vs),
+        )
+        .zero_tensors(opts.zero_tensors)
+        .deterministic(true);
+        if let Some(r) = &db {
+            let (len, st) = contiguous4(bshape);
+            bwd = bwd.dbias(BiasRef {
+                ptr: r.ptr(),
+                len: len.min(r.len()),
+                dtype: bias_dtype,
+                shape: bshape,
+                strides: st,
+            });
+        }
+        let _ = b;
+        // SAFETY: every buffer is a live allocation on `dev` whose length the plan checks; they
+        // outlive the synchronisation below.
+        unsafe { bwd.launch(&stream) }.map_err(e)?;
+        stream.synchronize().map_err(e)?;
+        let read = |r: &Raw, shape| -> Result<Vec<f32>, String> {
+            let v = r.to_f32(dtype, &stream).map_err(e)?;
+            Ok(to_bmhk(&v[..numel(shape)], shape, case.layout))
+        };
+        let mut all = vec![read(&dq, qs)?, read(&dk, ks)?, read(&dv, vs)?];
+        if let Some(r) = &db {
+            let v = r.to_f32(bias_dtype, &stream).map_err(e)?;
+            all.push(v[..numel(bshape)].to_vec());
+        }
+        match &first {
+            None => first = Some(all.clone()),
+            Some(f) => {
+                for (a, b) in f.iter().zip(&all) {
+                    differ += a
+                        .iter()
+                        .zip(b)
+                        .filter(|(x, y)| x.to_bits() != y.to_bits())
+                        .count();
+                }
+            }
+        }
+        result = Some(all);
+    }
+    let mut all = result.unwrap_or_default().into_iter();
+    let (dq, dk, dv) = (
+        all.next().unwrap_or_default(),
+        all.next().unwrap_or_default(),
+        all.next().unwrap_or_default(),
+    );
+    let _ = x;
+    Ok(BwdGot {
+        dout,
+        dq,
+        dk,
+        dv,
+        dbias: all.next(),
+        zero_tensors: opts.zero_tensors,
+        differ: (opts.repeats > 0).then_some(differ),
+    })
+}
+
+/// `(len, strides)` of a contiguous 4-d tensor.
+fn contiguous4(shape: [usize; 4]) -> (usize, [i64; 4]) {
+    let [_, h, s, d] = shape.map(|x| x.max(1) as i64);
+    (shape.iter().product(), [h * s * d, s * d, d, 1])
+}
+
+/// Judges a backward against the f64 truth (from the truth forward) and the blocked
+/// low-precision backward (from the blocked forward), as the forward is judged. Without
+/// `zero_tensors`, rows outside every sequence (never written) are taken from the truth.
+fn judge_backward(
+    p: &Problem,
+    x: &Inputs,
+    truth_f: &attn_ref::ForwardOutput,
+    lowp_f: &attn_ref::BlockedOutput,
+    g: BwdGot,
+) -> Result<(Vec<Report>, Option<usize>), String> {
+    let want_dbias = g.dbias.is_some();
+    let truth = attn_ref::backward(p, x, &g.dout, &truth_f.out, &truth_f.lse, want_dbias)
+        .map_err(|e| e.to_string())?;
+    let lowp = attn_ref::backward_blocked(p, x, &g.dout, &lowp_f.out, &lowp_f.lse, want_dbias)
+        .map_err(|e| e.to_string())?;
+    let inside = |queries: bool| {
+        let (b, s) = if queries {
+            (p.q_shape()[0], p.q_shape()[1])
+        } else {
+            (p.k_shape()[0], p.k_shape()[1])
+        };
+        let mut v = vec![g.zero_tensors; b * s];
+        for seq in p.seqs() {
+            let (start, len) = if queries {
+                (seq.q_start, seq.sq)
+            } else {
+                (seq.k_start, seq.sk_total)
+            };
+            for r in start..start + len {
+                v[seq.batch * s + r] = true;
+            }
+        }
+        v
+    };
+    let fill = |got: &[f32], want: &[f64], rows: &[bool], w: usize| -> Vec<f32> {
+        got.chunks(w)
+            .zip(want.chunks(w))
+            .zip(rows)
+            .flat_map(|((gr, wr), &ok)| {
+                if ok {
+                    gr.to_vec()
+                } else {
+                    wr.iter().map(|&v| v as f32).collect()
+                }
+            })
+            .collect()
+    };
+    let (hq, hk, d, dv) = (p.heads_q, p.heads_k, p.head_dim, p.head_dim_v);
+    let (iq, ik) = (inside(true), inside(false));
+    let mut reports = vec![
+        attn_ref::check(&fill(&g.dq, &truth.dq, &iq, hq * d), &truth.dq, &lowp.dq)
+            .named("dq")
+            .with_shape(&p.q_shape()),
+        attn_ref::check(&fill(&g.dk, &truth.dk, &ik, hk * d), &truth.dk, &lowp.dk)
+            .named("dk")
+            .with_shape(&p.k_shape()),
+        attn_ref::check(&fill(&g.dv, &truth.dv, &ik, hk * dv), &truth.dv, &lowp.dv)
+            .named("dv")
+            .with_shape(&p.v_shape()),
+    ];
+    if let (Some(got), Some(t), Some(l)) = (&g.dbias, &truth.dbias, &lowp.dbias) {
+        reports.push(
+            attn_ref::check(got, t, l)
+                .named("dbias")
+                .with_shape(&p.bias_shape()),
+        );
+    }
+    Ok((reports, g.differ))
 }
 
 #[cfg(test)]

@@ -589,6 +589,7 @@ mod properties {
                 layout: if bhmk { Layout::Bhmk } else { Layout::Bmhk },
                 device_rng,
                 decode: Default::default(),
+                backward: None,
             };
             let o = match run_fwd(dev, &case, seed) {
                 // Not built for this target (policy::instantiated): a typed error, not a result.
@@ -620,6 +621,7 @@ mod properties {
                 layout: if bhmk { Layout::Bhmk } else { Layout::Bmhk },
                 device_rng,
                 decode: Default::default(),
+                backward: None,
             };
             for family in [Family::Sm80, Family::Sm90, Family::Cdna, Family::Rdna3] {
                 let plan = match plan_fwd(&case, seed, family) {

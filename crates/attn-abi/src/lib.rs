@@ -3,22 +3,23 @@
 //! Every kernel takes exactly one `#[repr(C)]` parameter struct from this crate. The struct is
 //! compiled into both the host and the kernel, so the two can never disagree on a field.
 //!
-//! # Transport: a fixed 512-byte kernel-argument image
+//! # Transport: a fixed 1024-byte kernel-argument image
 //!
 //! rustc lowers a struct passed by value to an `extern "gpu-kernel"` function differently per
 //! target: NVPTX gets a `.param .b8 [N]` byval parameter, but AMDGPU gets a *pointer* (a
 //! `global_buffer` kernel argument), which would force a device allocation per launch. So every
 //! kernel entry instead takes [`KERNARG_WORDS`] `u64` arguments, which both targets lay out as a
-//! contiguous kernel-argument segment of 512 bytes (AMD: 64 `by_value` args at offsets 0, 8, …;
-//! NVIDIA: 64 `.param .u64`). The image grew from 256 bytes when the forward gained its score
-//! pieces, varlen and dropout (`docs/design.md`). The host writes the struct's bytes into that image with
+//! contiguous kernel-argument segment of 1024 bytes (AMD: 128 `by_value` args at offsets 0, 8, …;
+//! NVIDIA: 128 `.param .u64`). The image grew from 256 bytes when the forward gained its score
+//! pieces, varlen and dropout, and from 512 when the backward's parameters came to hold the
+//! forward's whole set plus the gradients (`docs/design.md`). The host writes the struct's bytes into that image with
 //! [`KernArgs::new`] and the kernel reads them back with [`KernArgs::params`]. The bytes the kernel
 //! sees are therefore exactly `bytes_of(&params)`, which `tests/tests/abi.rs` checks on a GPU with
 //! the `attn_abi_echo` kernel.
 #![no_std]
 
-/// Number of `u64` words in a kernel-argument image (512 bytes).
-pub const KERNARG_WORDS: usize = 64;
+/// Number of `u64` words in a kernel-argument image (1024 bytes).
+pub const KERNARG_WORDS: usize = 128;
 
 /// Marker for structs that may travel as a kernel-argument image.
 ///
@@ -30,7 +31,7 @@ pub const KERNARG_WORDS: usize = 64;
 pub unsafe trait KernelParams: Copy {}
 
 /// The fixed-size argument image of one kernel launch: the bytes of a [`KernelParams`] struct,
-/// zero-padded to 512 bytes.
+/// zero-padded to 1024 bytes.
 #[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct KernArgs(pub [u64; KERNARG_WORDS]);
@@ -42,7 +43,7 @@ impl KernArgs {
         const { assert!(core::mem::size_of::<P>() <= 8 * KERNARG_WORDS) };
         const { assert!(core::mem::align_of::<P>() <= 8) };
         let mut words = [0u64; KERNARG_WORDS];
-        // SAFETY: `P: KernelParams` is plain old data no larger than the 512-byte, 8-aligned
+        // SAFETY: `P: KernelParams` is plain old data no larger than the 1024-byte, 8-aligned
         // destination (checked at compile time above), and the two regions do not overlap.
         unsafe {
             core::ptr::copy_nonoverlapping(
@@ -326,6 +327,81 @@ pub struct MergeParams {
 // SAFETY: `#[repr(C)]`, only integers, 152 bytes, align 8, no padding.
 unsafe impl KernelParams for MergeParams {}
 
+/// `flags` bit of [`BwdParams::bwd_flags`]: write `dbias` (the bias's gradient, `dS`).
+pub const BWD_DBIAS: u32 = 1;
+/// `flags` bit of [`BwdParams::bwd_flags`]: `dbias` is f32 (otherwise it has q's dtype).
+pub const BWD_DBIAS_F32: u32 = 2;
+
+/// Parameters of the backward kernels `attn_bwd_{pre,dq,dkdv}_*` (semantics.md §5).
+///
+/// `fwd` is the forward call being differentiated, field for field (its inference fields stay
+/// zero): the kernels recompute `P` from it with the forward's own score pieces, mask and dropout.
+/// `out` and `lse` are the forward's outputs. Gradients have their inputs' logical shapes and
+/// strides in elements (head-dim stride 1): `dq` like `q`, `dk` like `k`, `dv` like `v`, `dout`
+/// like `out`; `dbias` has the bias's logical shape `[B, Hq, Sq, Sk]` (varlen: `[nseq, Hq,
+/// max_sq, max_sk]`) with its own strides. `delta` (f32, the `lse` layout and strides) holds
+/// `D_i = dot(dout_i, out_i)`, written by the preprocess kernel and read by the others.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct BwdParams {
+    /// The forward call (inputs, options, `out`, `lse`).
+    pub fwd: FwdParams,
+    /// Device address of `dout`.
+    pub dout: u64,
+    /// `dout` strides: batch, sequence, head.
+    pub do_strides: [i64; 3],
+    /// Device address of `dq` (written).
+    pub dq: u64,
+    /// `dq` strides: batch, sequence, head.
+    pub dq_strides: [i64; 3],
+    /// Device address of `dk` (written).
+    pub dk: u64,
+    /// `dk` strides: batch, sequence, head.
+    pub dk_strides: [i64; 3],
+    /// Device address of `dv` (written).
+    pub dv: u64,
+    /// `dv` strides: batch, sequence, head.
+    pub dv_strides: [i64; 3],
+    /// Device address of `dbias` (with [`BWD_DBIAS`]), or 0.
+    pub dbias: u64,
+    /// `dbias` strides: batch (varlen: sequence), head, query row, key.
+    pub dbias_strides: [i64; 4],
+    /// [`BWD_DBIAS`] | [`BWD_DBIAS_F32`].
+    pub bwd_flags: u32,
+    /// Head-dim slices of the gradient accumulators: the `dq` and `dkdv` grids' x holds
+    /// `slices` blocks per row block, block `x % slices` accumulating columns
+    /// `slice · D/slices ..` of its gradients (wide heads whose accumulators would not fit the
+    /// registers at once; 1 otherwise).
+    pub slices: u32,
+    /// Device address of `delta` (f32, `lse`'s layout).
+    pub delta: u64,
+}
+
+// SAFETY: `#[repr(C)]` of a `KernelParams` struct, integers and floats; 664 bytes, align 8, no
+// padding.
+unsafe impl KernelParams for BwdParams {}
+
+/// Parameters of `attn_zero_b{16,32}`: zeroes the `[n0, n1, n2, n3]` elements of 2 or 4 bytes at
+/// `ptr` with element strides `strides`. The grid is `(grid_x, n1, n0)` with 128 threads; block
+/// `x` clears the rows `x, x + grid_x, …` of the flattened `(n2, chunk of 128 along n3)` index.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct ZeroParams {
+    /// Device address of the first element.
+    pub ptr: u64,
+    /// Element strides of the four dimensions.
+    pub strides: [i64; 4],
+    /// Extents of the four dimensions.
+    pub dims: [u32; 4],
+    /// The grid's x extent (the stride of the kernel's row loop).
+    pub grid_x: u32,
+    /// Explicit padding.
+    pub _pad: u32,
+}
+
+// SAFETY: `#[repr(C)]`, only integers, 64 bytes, align 8, explicit padding.
+unsafe impl KernelParams for ZeroParams {}
+
 const _: () = {
     assert!(core::mem::size_of::<FwdParams>() == 480);
     assert!(core::mem::align_of::<FwdParams>() == 8);
@@ -343,7 +419,11 @@ const _: () = {
     assert!(core::mem::offset_of!(FwdParams, key_hi) == 476);
     assert!(core::mem::size_of::<MergeParams>() == 152);
     assert!(core::mem::size_of::<EchoParams>() == 488);
-    assert!(core::mem::size_of::<KernArgs>() == 512);
+    assert!(core::mem::size_of::<KernArgs>() == 1024);
+    assert!(core::mem::size_of::<BwdParams>() == 664);
+    assert!(core::mem::offset_of!(BwdParams, dout) == 480);
+    assert!(core::mem::offset_of!(BwdParams, delta) == 656);
+    assert!(core::mem::size_of::<ZeroParams>() == 64);
 };
 
 /// Which kernel: the symbol-name grammar shared by `xtask`, `attn-kernels` and `attn-host`.
@@ -370,6 +450,31 @@ pub enum KernelId {
         input: DType,
         /// Element type of the merged output.
         output: DType,
+    },
+    /// `attn_bwd_pre_{dtype}`: `delta = rowsum(dout ∘ out)` ([`BwdParams`]).
+    BwdPre {
+        /// Element type of `dout` and `out`.
+        dtype: DType,
+    },
+    /// `attn_bwd_dq_{dtype}_d{head_dim}`: `dq` (and `dbias`), one block per query block.
+    BwdDq {
+        /// Element type.
+        dtype: DType,
+        /// Largest `D`/`Dv` the kernel handles.
+        head_dim: u32,
+    },
+    /// `attn_bwd_dkdv_{dtype}_d{head_dim}`: `dk` and `dv`, one block per key block.
+    BwdDkdv {
+        /// Element type.
+        dtype: DType,
+        /// Largest `D`/`Dv` the kernel handles.
+        head_dim: u32,
+    },
+    /// `attn_zero_b{bits}`: zeroes a strided 4-d tensor of 16- or 32-bit elements
+    /// ([`ZeroParams`]).
+    Zero {
+        /// Bits per element: 16 or 32.
+        bits: u32,
     },
 }
 
@@ -426,6 +531,14 @@ impl KernelId {
             KernelId::Merge { input, output } => {
                 write!(w, "attn_merge_{}_{}", input.name(), output.name())
             }
+            KernelId::BwdPre { dtype } => write!(w, "attn_bwd_pre_{}", dtype.name()),
+            KernelId::BwdDq { dtype, head_dim } => {
+                write!(w, "attn_bwd_dq_{}_d{}", dtype.name(), head_dim)
+            }
+            KernelId::BwdDkdv { dtype, head_dim } => {
+                write!(w, "attn_bwd_dkdv_{}_d{}", dtype.name(), head_dim)
+            }
+            KernelId::Zero { bits } => write!(w, "attn_zero_b{bits}"),
         }
     }
 }
@@ -462,5 +575,16 @@ mod tests {
         assert_eq!(args.params::<FwdParams>(), p);
         // Bytes past the struct are zero.
         assert!(args.0[60..].iter().all(|&w| w == 0));
+        let b = BwdParams {
+            fwd: p,
+            dq: 7,
+            dbias_strides: [1, -2, 3, 4],
+            delta: 9,
+            slices: 2,
+            ..Default::default()
+        };
+        let args = KernArgs::new(&b);
+        assert_eq!(args.params::<BwdParams>(), b);
+        assert!(args.0[83..].iter().all(|&w| w == 0));
     }
 }

@@ -75,6 +75,11 @@ pub(crate) struct Args {
     /// `--decode`: force this split-KV count on our calls (tuning; default: the plan's choice).
     #[arg(long)]
     splits: Option<u32>,
+    /// Which pass the canonical table times: `fwd`, or `bwd` (the backward of the same shapes,
+    /// FLOPs counted as 2.5x the forward's, the FlashAttention convention; the peers time
+    /// `torch.autograd.grad` of SDPA's output). `decode` is `--decode`.
+    #[arg(long = "pass", value_name = "PASS", default_value = "fwd")]
+    pass: String,
 }
 
 /// One shape of the canonical table.
@@ -86,13 +91,16 @@ pub(crate) struct Shape {
     seqlen: usize,
     batch: usize,
     heads: usize,
+    /// `fwd` or `bwd`.
+    pass: &'static str,
 }
 
 impl Shape {
     fn flops(&self) -> f64 {
         let f =
             4.0 * (self.batch * self.heads) as f64 * (self.seqlen * self.seqlen * self.d) as f64;
-        if self.causal { f / 2.0 } else { f }
+        let f = if self.causal { f / 2.0 } else { f };
+        if self.pass == "bwd" { 2.5 * f } else { f }
     }
 }
 
@@ -116,6 +124,7 @@ pub(crate) fn shapes(a: &Args) -> Vec<Shape> {
                         seqlen: s,
                         batch: (16384 / s).max(1),
                         heads: 2048 / d,
+                        pass: if a.pass == "bwd" { "bwd" } else { "fwd" },
                     });
                 }
             }
@@ -188,6 +197,27 @@ fn time_shape(dev: &Device, s: &Shape, iters: usize) -> Result<f64> {
             .mask(mask)
     };
     let mut times = Vec::new();
+    if s.pass == "bwd" {
+        // The backward of set 0's forward (run once), into gradients of the same shape.
+        let c = call(0);
+        // SAFETY: as below.
+        unsafe { c.launch(&stream)? };
+        let [dout, dq, dk] = &sets[1];
+        let dv = dev.alloc::<u16>(n)?;
+        // A preallocated delta workspace: the timed launches allocate nothing.
+        let delta = dev.alloc::<f32>(lse.len())?;
+        let b = attn_host::Backward::new(c, t(dout), t(dq), t(dk), t(&dv))
+            .delta_workspace(delta.ptr(), delta.len() * 4);
+        for i in 0..iters + 3 {
+            // SAFETY: all buffers are live allocations on `dev` sized for `shape`; the
+            // gradients (set 1 and `dv`) do not overlap the forward's buffers.
+            let ms = stream.time_ms(|st| unsafe { b.launch(st) })?;
+            if i >= 3 {
+                times.push(ms);
+            }
+        }
+        return Ok(median(times));
+    }
     for i in 0..iters + 3 {
         let c = call(i);
         // SAFETY: all buffers are live allocations on `dev` sized for `shape`.
@@ -283,8 +313,15 @@ pub(crate) fn run(a: &Args) -> Result<()> {
     if a.features.is_some() {
         return features::run(a);
     }
-    if a.decode.is_some() {
+    if a.decode.is_some() || a.pass == "decode" {
         return decode::run(a);
+    }
+    if a.pass != "fwd" && a.pass != "bwd" {
+        return Err(attn_host::Error::invalid(
+            "--pass",
+            "fwd, bwd or decode",
+            &a.pass,
+        ));
     }
     let Some(dev) = crate::best_device() else {
         return cpu_bench();
@@ -292,7 +329,9 @@ pub(crate) fn run(a: &Args) -> Result<()> {
     let shapes = shapes(a);
     let peer_rows = peers(a, &shapes);
     let mut table = Table::new();
-    let mut header = vec!["dtype", "D", "causal", "S", "B", "H", "ms", "TFLOP/s"];
+    let mut header = vec![
+        "pass", "dtype", "D", "causal", "S", "B", "H", "ms", "TFLOP/s",
+    ];
     if !peer_rows.is_empty() {
         header.extend([
             "flash",
@@ -311,6 +350,7 @@ pub(crate) fn run(a: &Args) -> Result<()> {
         let mut peers = serde_json::Map::new();
         for p in &peer_rows {
             let same = p["dtype"] == s.dtype
+                && p["pass"].as_str().unwrap_or("fwd") == s.pass
                 && p["d"] == s.d
                 && p["causal"] == s.causal
                 && p["seqlen"] == s.seqlen;
@@ -319,6 +359,7 @@ pub(crate) fn run(a: &Args) -> Result<()> {
             }
         }
         let mut cells = vec![
+            s.pass.to_string(),
             s.dtype.to_string(),
             s.d.to_string(),
             s.causal.to_string(),

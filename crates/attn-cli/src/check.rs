@@ -172,6 +172,7 @@ pub(crate) fn run(a: &Args) -> Result<bool> {
         "layout",
         "max|out err|",
         "max|lse err|",
+        "grads (err / bound)",
         "result",
     ]);
     let (mut pass, mut total) = (0, 0);
@@ -207,19 +208,27 @@ pub(crate) fn run(a: &Args) -> Result<bool> {
                         }),
                         ..Default::default()
                     },
+                    // Every contiguous-KV case also runs its backward (dbias with a bias;
+                    // zero_tensors in varlen mode, where rows outside every sequence exist).
+                    backward: (!paged).then_some(attn_tests::BwdOpts {
+                        dbias: p.bias.is_some(),
+                        zero_tensors: p.varlen.is_some(),
+                        repeats: 0,
+                    }),
                 };
                 let outcome = match &dev {
                     Some(dev) => run_fwd(dev, &case, rng.next_u64()),
                     None => cpu_case(&p, rng.next_u64()),
                 };
                 total += 1;
-                let (oe, le, ok) = match &outcome {
+                let (oe, le, ge, ok) = match &outcome {
                     Ok(o) => (
                         format!("{:.2e}", o.out.max_abs_err),
                         format!("{:.2e}", o.lse.max_abs_err),
+                        grads_cell(o),
                         o.passed(),
                     ),
-                    Err(e) => (format!("error: {e}"), String::new(), false),
+                    Err(e) => (format!("error: {e}"), String::new(), String::new(), false),
                 };
                 if ok {
                     pass += 1;
@@ -245,6 +254,7 @@ pub(crate) fn run(a: &Args) -> Result<bool> {
                     format!("{layout:?}"),
                     oe,
                     le,
+                    ge,
                     if ok { "pass" } else { "FAIL" }.to_string(),
                 ]);
             }
@@ -267,5 +277,24 @@ fn cpu_case(p: &Problem, seed: u64) -> Result<attn_tests::FwdOutcome, String> {
         out: attn_ref::check(&got.out, &truth.out, &base.out).named("out"),
         lse: attn_ref::check_lse(&got.lse, &truth.lse, &base.lse).named("lse"),
         mask_mismatches: None,
+        grads: Vec::new(),
+        nondeterministic: None,
     })
+}
+
+/// The backward's worst gradient: `name err/bound` (the pass rule's bound), or `-`.
+fn grads_cell(o: &attn_tests::FwdOutcome) -> String {
+    o.grads
+        .iter()
+        .max_by(|a, b| ratio(a).total_cmp(&ratio(b)))
+        .map_or("-".to_string(), |r| format!("{} {:.2}", r.name, ratio(r)))
+}
+
+/// `max|err| / tolerance` of a report (above 1 fails; infinite with non-finite mismatches).
+fn ratio(r: &attn_ref::Report) -> f64 {
+    if r.nonfinite_mismatches > 0 || !r.lengths_match {
+        f64::INFINITY
+    } else {
+        r.max_abs_err / r.tolerance.max(f64::MIN_POSITIVE)
+    }
 }

@@ -29,10 +29,11 @@ struct Cli {
 enum Cmd {
     /// Runtimes, devices, embedded kernels and their resources.
     Info,
-    /// Random forward cases on the best device against the CPU reference.
+    /// Random forward cases, each followed by its backward, on the best device against the CPU
+    /// reference.
     Check(check::Args),
-    /// Forward throughput on the canonical shape table.
-    Bench(bench::Args),
+    /// Forward (or `--pass bwd` backward, `--decode` decode) throughput beside PyTorch.
+    Bench(Box<bench::Args>),
 }
 
 /// The best device, or why there is none (printed).

@@ -8,6 +8,7 @@
 //! | memory this crate owns | [`DeviceBuffer`] |
 //! | memory the caller owns | [`TensorRef`], [`LseRef`] (raw device addresses + shape + strides) |
 //! | the forward pass | [`Forward`] (builder; [`Forward::plan`] validates, `launch` runs) |
+//! | the backward pass | [`Backward`] of a `Forward` (`dq`, `dk`, `dv`, `dbias`; deterministic) |
 //! | its optional features | [`Varlen`] + [`I32Ref`] (varlen, `seqused_k`), [`BiasRef`], [`AlibiRef`], softcap, [`Dropout`] + [`Philox`], [`MaskRef`] (dropout mask) |
 //! | inference ([`decode`]) | [`Paged`] (paged KV cache), [`Splits`] / [`Packing`] / [`Route`] (split-KV, GQA packing), [`Workspace`], key ranges and [`Merge`] (partial attention) |
 //! | errors | [`Error`]: `LibraryNotFound`, `Driver`, `NoDevice`, `InvalidArgument`, `Unsupported` |
@@ -32,6 +33,7 @@
 //! let out = out.to_host(&stream)?;
 //! # Ok(()) }
 //! ```
+pub mod bwd;
 pub mod code_objects;
 pub mod decode;
 pub mod device;
@@ -40,6 +42,7 @@ pub mod error;
 pub mod ops;
 
 pub use attn_abi::{DType, KernelId};
+pub use bwd::{Backward, BwdLaunch, BwdPlan, backward};
 pub use decode::{
     Merge, MergePlan, Packing, Paged, PartialLseRef, PartialsRef, Route, Splits, Workspace,
 };

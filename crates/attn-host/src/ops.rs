@@ -315,27 +315,27 @@ pub struct Plan {
 /// with the optional features of the [module docs](self).
 #[derive(Clone, Copy, Debug)]
 pub struct Forward {
-    q: TensorRef,
-    k: TensorRef,
-    v: TensorRef,
-    out: TensorRef,
-    lse: Option<LseRef>,
-    scale: Option<f32>,
-    mask: Mask,
-    varlen: Option<Varlen>,
-    seqstart: Option<(I32Ref, I32Ref)>,
-    seqused_k: Option<I32Ref>,
-    bias: Option<BiasRef>,
-    alibi: Option<AlibiRef>,
-    softcap: f32,
-    dropout: Option<Dropout>,
-    dropout_mask: Option<MaskRef>,
-    paged: Option<Paged>,
-    key_range: Option<(usize, usize)>,
-    splits: Splits,
-    packing: Packing,
-    route: Route,
-    workspace: Option<Workspace>,
+    pub(crate) q: TensorRef,
+    pub(crate) k: TensorRef,
+    pub(crate) v: TensorRef,
+    pub(crate) out: TensorRef,
+    pub(crate) lse: Option<LseRef>,
+    pub(crate) scale: Option<f32>,
+    pub(crate) mask: Mask,
+    pub(crate) varlen: Option<Varlen>,
+    pub(crate) seqstart: Option<(I32Ref, I32Ref)>,
+    pub(crate) seqused_k: Option<I32Ref>,
+    pub(crate) bias: Option<BiasRef>,
+    pub(crate) alibi: Option<AlibiRef>,
+    pub(crate) softcap: f32,
+    pub(crate) dropout: Option<Dropout>,
+    pub(crate) dropout_mask: Option<MaskRef>,
+    pub(crate) paged: Option<Paged>,
+    pub(crate) key_range: Option<(usize, usize)>,
+    pub(crate) splits: Splits,
+    pub(crate) packing: Packing,
+    pub(crate) route: Route,
+    pub(crate) workspace: Option<Workspace>,
 }
 
 /// Checks that `ptr` is a non-null, `align`-aligned device address (`what` names the pointer).
@@ -399,7 +399,7 @@ pub(crate) fn check_extent(
 
 /// Whether every row of a tensor at `ptr` with outer element strides `strides` (elements of
 /// `esize` bytes) starts 16-byte aligned: the condition of the kernels' 16-byte tile copies.
-fn rows_16b_aligned(ptr: u64, strides: &[i64], esize: usize) -> bool {
+pub(crate) fn rows_16b_aligned(ptr: u64, strides: &[i64], esize: usize) -> bool {
     ptr.is_multiple_of(16)
         && strides
             .iter()
@@ -1385,7 +1385,28 @@ impl HostElement for f32 {
     const DTYPE: DType = DType::F32;
 }
 
-fn tensor_ref<T: HostElement>(buf: &DeviceBuffer<T>, shape: [usize; 4]) -> TensorRef {
+impl Forward {
+    /// The call with the convenience calls' options (mask, softcap, scale, dropout, ALiBi).
+    pub(crate) fn with_options(self, opts: &FwdOptions<'_>) -> Forward {
+        let mut call = self.mask(opts.mask).softcap(opts.softcap);
+        if let Some(s) = opts.scale {
+            call = call.scale(s);
+        }
+        if let Some(d) = opts.dropout {
+            call = call.dropout(d);
+        }
+        if let Some(slopes) = opts.alibi {
+            call = call.alibi(AlibiRef {
+                ptr: slopes.ptr(),
+                len: slopes.len(),
+                per_batch: opts.alibi_per_batch,
+            });
+        }
+        call
+    }
+}
+
+pub(crate) fn tensor_ref<T: HostElement>(buf: &DeviceBuffer<T>, shape: [usize; 4]) -> TensorRef {
     TensorRef {
         len: buf.len(),
         ..TensorRef::contiguous(buf.ptr(), T::DTYPE, shape)
@@ -1414,7 +1435,7 @@ pub fn forward<T: HostElement>(
     let lse_len = count("lse", &[b, hq, sq])?;
     let out = dev.alloc::<T>(out_len.max(1))?;
     let lse = dev.alloc::<f32>(lse_len.max(1))?;
-    let mut call = Forward::new(
+    let call = Forward::new(
         tensor_ref(q.0, q.1),
         tensor_ref(k.0, k.1),
         tensor_ref(v.0, v.1),
@@ -1424,21 +1445,7 @@ pub fn forward<T: HostElement>(
         len: lse.len(),
         ..LseRef::contiguous(lse.ptr(), [b, hq, sq])
     })
-    .mask(opts.mask)
-    .softcap(opts.softcap);
-    if let Some(s) = opts.scale {
-        call = call.scale(s);
-    }
-    if let Some(d) = opts.dropout {
-        call = call.dropout(d);
-    }
-    if let Some(slopes) = opts.alibi {
-        call = call.alibi(AlibiRef {
-            ptr: slopes.ptr(),
-            len: slopes.len(),
-            per_batch: opts.alibi_per_batch,
-        });
-    }
+    .with_options(opts);
     // SAFETY: every buffer is a live allocation of this crate on this device whose `len` the
     // plan checks against its shape; `out` and `lse` are fresh.
     unsafe { call.launch(stream)? };

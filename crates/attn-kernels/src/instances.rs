@@ -3,9 +3,13 @@
 //! target's matrix atom ([`crate::atom::Native`]), f32 on the FMA atom.
 use crate::arch::WAVE;
 use crate::atom::{FAMILY, MmaAtom, Native, fma::FmaAtom};
+use crate::bwd::{self, policy::BwdKernel};
 use crate::fwd::{self, policy};
 use crate::numeric::{Bf16, F16};
-use attn_abi::{DType, EchoParams, FwdParams, FwdVariant, KERNARG_WORDS, KernArgs, MergeParams};
+use attn_abi::{
+    BwdParams, DType, EchoParams, FwdParams, FwdVariant, KERNARG_WORDS, KernArgs, MergeParams,
+    ZeroParams,
+};
 use attn_macros::kernel;
 
 /// Copies the kernel's argument image to `p.out` (ABI round-trip test).
@@ -354,3 +358,162 @@ merge!(attn_merge_bf16_f32, Bf16, f32);
 merge!(attn_merge_f32_f16, f32, F16);
 merge!(attn_merge_f32_bf16, f32, Bf16);
 merge!(attn_merge_f32_f32, f32, f32);
+
+/// Instantiates a backward kernel (`Dq` or `Dkdv`) for one atom, element type and head-dim bucket
+/// (tiles: [`bwd::policy::bwd_tile`]; a stub where [`bwd::policy::bwd_instantiated`] says the
+/// tiles do not fit).
+macro_rules! bwd {
+    ($name:ident, $kernel:ident, $run:ident, $atom:ty, $dtype:expr, $d:literal $(, $passes:ident)?) => {
+        /// Backward pass.
+        #[kernel(threads = 128)]
+        pub fn $name(p: &BwdParams) {
+            type A = $atom;
+            const T: bwd::policy::BwdTile =
+                bwd::policy::bwd_tile(FAMILY, $dtype, $d, BwdKernel::$kernel);
+            const { assert!(T.block_rows == WAVES * T.tm * <A as MmaAtom>::M) };
+            const { assert!(T.p_in_smem == !<A as MmaAtom>::P_IN_REGISTERS) };
+            if !bwd::policy::bwd_instantiated(FAMILY, $dtype, $d, BwdKernel::$kernel) {
+                // A stub, distinct from the others (see the forward's).
+                if p.fwd.heads_q == 0 && p.dq != 0 {
+                    let id = $d as u32 * 16 + $dtype as u32 * 4 + BwdKernel::$kernel as u32;
+                    // SAFETY: unreachable from the host (it rejects Hq = 0 launches).
+                    unsafe { *(p.dq as *mut u32) = id + 0x1000 };
+                }
+                return;
+            }
+            bwd::$run::<
+                A,
+                WAVES,
+                { T.tm },
+                { T.block_cols / <A as MmaAtom>::N },
+                { $d / <A as MmaAtom>::N },
+                { $d / T.slices / <A as MmaAtom>::N },
+                { T.block_cols / <A as MmaAtom>::K },
+                $({ T.$passes },)?
+                { T.prefetch },
+            >(p)
+        }
+    };
+}
+
+macro_rules! bwd_pair {
+    ($dq:ident, $dkdv:ident, $atom:ty, $dtype:expr, $d:literal) => {
+        bwd!($dq, Dq, run_dq, $atom, $dtype, $d);
+        bwd!($dkdv, Dkdv, run_dkdv, $atom, $dtype, $d, passes);
+    };
+}
+
+bwd_pair!(
+    attn_bwd_dq_f16_d32,
+    attn_bwd_dkdv_f16_d32,
+    Native<F16>,
+    DType::F16,
+    32
+);
+bwd_pair!(
+    attn_bwd_dq_f16_d64,
+    attn_bwd_dkdv_f16_d64,
+    Native<F16>,
+    DType::F16,
+    64
+);
+bwd_pair!(
+    attn_bwd_dq_f16_d128,
+    attn_bwd_dkdv_f16_d128,
+    Native<F16>,
+    DType::F16,
+    128
+);
+bwd_pair!(
+    attn_bwd_dq_f16_d256,
+    attn_bwd_dkdv_f16_d256,
+    Native<F16>,
+    DType::F16,
+    256
+);
+bwd_pair!(
+    attn_bwd_dq_bf16_d32,
+    attn_bwd_dkdv_bf16_d32,
+    Native<Bf16>,
+    DType::Bf16,
+    32
+);
+bwd_pair!(
+    attn_bwd_dq_bf16_d64,
+    attn_bwd_dkdv_bf16_d64,
+    Native<Bf16>,
+    DType::Bf16,
+    64
+);
+bwd_pair!(
+    attn_bwd_dq_bf16_d128,
+    attn_bwd_dkdv_bf16_d128,
+    Native<Bf16>,
+    DType::Bf16,
+    128
+);
+bwd_pair!(
+    attn_bwd_dq_bf16_d256,
+    attn_bwd_dkdv_bf16_d256,
+    Native<Bf16>,
+    DType::Bf16,
+    256
+);
+bwd_pair!(
+    attn_bwd_dq_f32_d32,
+    attn_bwd_dkdv_f32_d32,
+    FmaAtom<f32>,
+    DType::F32,
+    32
+);
+bwd_pair!(
+    attn_bwd_dq_f32_d64,
+    attn_bwd_dkdv_f32_d64,
+    FmaAtom<f32>,
+    DType::F32,
+    64
+);
+bwd_pair!(
+    attn_bwd_dq_f32_d128,
+    attn_bwd_dkdv_f32_d128,
+    FmaAtom<f32>,
+    DType::F32,
+    128
+);
+bwd_pair!(
+    attn_bwd_dq_f32_d256,
+    attn_bwd_dkdv_f32_d256,
+    FmaAtom<f32>,
+    DType::F32,
+    256
+);
+
+/// `delta = rowsum(dout ∘ out)` for f16 inputs.
+#[kernel(threads = 128)]
+pub fn attn_bwd_pre_f16(p: &BwdParams) {
+    bwd::preprocess::<F16>(p)
+}
+
+/// `delta = rowsum(dout ∘ out)` for bf16 inputs.
+#[kernel(threads = 128)]
+pub fn attn_bwd_pre_bf16(p: &BwdParams) {
+    bwd::preprocess::<Bf16>(p)
+}
+
+/// `delta = rowsum(dout ∘ out)` for f32 inputs.
+#[kernel(threads = 128)]
+pub fn attn_bwd_pre_f32(p: &BwdParams) {
+    bwd::preprocess::<f32>(p)
+}
+
+/// Zeroes a strided tensor of 16-bit elements.
+#[kernel(threads = 128)]
+pub fn attn_zero_b16(p: &ZeroParams) {
+    bwd::zero::<u16>(p)
+}
+
+/// Zeroes a strided tensor of 32-bit elements.
+#[kernel(threads = 128)]
+pub fn attn_zero_b32(p: &ZeroParams) {
+    bwd::zero::<u32>(p)
+}

@@ -11,6 +11,7 @@
 //! | [`score`] | the score pieces (softcap, bias, ALiBi) and dropout's Philox mask |
 //! | [`seq`] | one sequence of a call: batch or varlen, `seqused_k`, clamped device lengths |
 //! | [`fwd`] | the forward pipeline (online softmax) and its tile policy |
+//! | [`bwd`] | the backward pipeline (`delta`, `dq`, `dk`/`dv`) and its tile policy |
 //! | [`instances`] | the exported kernels, named by [`attn_abi::KernelId`] |
 //!
 //! Only `arch/` and `atom/` may name a target. On the host the crate builds on stable Rust and
@@ -36,6 +37,7 @@
 
 pub mod arch;
 pub mod atom;
+pub mod bwd;
 pub mod fwd;
 pub mod instances;
 pub mod mask;

@@ -106,6 +106,28 @@ impl Mask {
     }
 }
 
+impl Mask {
+    /// Half-open range of query blocks (of `bm` rows, `sq` rows in all) that see some key of
+    /// `cols`: the backward's key-major walk (the transpose of [`Mask::key_blocks`]). Blocks
+    /// outside it are skipped, not masked.
+    #[inline(always)]
+    pub fn query_blocks(&self, cols: core::ops::Range<i64>, bm: i64, sq: i64) -> (i64, i64) {
+        let (c0, c1) = (cols.start.max(0), cols.end.min(self.sk));
+        if c0 >= c1 || sq <= 0 {
+            return (0, 0);
+        }
+        // j - i in [lo, hi]  <=>  i in [j - hi, j - lo].
+        let (lo, hi) = self.diagonal_bounds();
+        let first = (c0 - hi).max(0);
+        let last = (c1 - 1 - lo).min(sq - 1);
+        if last < first {
+            (0, 0)
+        } else {
+            (first / bm, last / bm + 1)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -176,6 +198,41 @@ mod tests {
                                 }
                             }
                             r0 += bm;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn query_blocks_cover_every_visible_query_and_are_tight() {
+        for m in masks() {
+            for sq in [1i64, 5, 16, 40] {
+                for bm in [1i64, 4, 16] {
+                    for bn in [1i64, 3, 8, 16] {
+                        let mut c0 = 0;
+                        while c0 < m.sk + 3 {
+                            let cols = c0..c0 + bn;
+                            let (lo, hi) = m.query_blocks(cols.clone(), bm, sq);
+                            for i in 0..sq {
+                                for j in cols.clone() {
+                                    if m.visible(i, j) {
+                                        assert!(
+                                            i / bm >= lo && i / bm < hi,
+                                            "{m:?} i={i} j={j} bm={bm} -> {lo}..{hi}"
+                                        );
+                                    }
+                                }
+                            }
+                            if hi > lo {
+                                for blk in [lo, hi - 1] {
+                                    let any = (blk * bm..((blk + 1) * bm).min(sq))
+                                        .any(|i| cols.clone().any(|j| m.visible(i, j)));
+                                    assert!(any, "{m:?} cols {cols:?} block {blk} empty");
+                                }
+                            }
+                            c0 += bn;
                         }
                     }
                 }

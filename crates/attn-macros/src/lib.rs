@@ -11,8 +11,8 @@
 //! - the body as an ordinary `#[inline(always)] pub fn __body_attn_fwd_f16_d64(p: &FwdParams)`
 //!   (compiled on every target, so the host can type-check and test it);
 //! - on GPU targets (`cfg(gpu)`, set by `attn-kernels/build.rs`), an
-//!   `extern "gpu-kernel" fn attn_fwd_f16_d64(w0: u64, …, w63: u64)` that rebuilds the parameter
-//!   struct from its 256-byte argument image (`attn_abi::KernArgs`) and calls the body;
+//!   `extern "gpu-kernel" fn attn_fwd_f16_d64(w0: u64, …, w127: u64)` that rebuilds the parameter
+//!   struct from its 1024-byte argument image (`attn_abi::KernArgs`) and calls the body;
 //! - a `#[used]` marker static named `ATTN_KERNEL__<name>__threads_<N>` (with `__blocks_<M>` when
 //!   the kernel asks for `M` resident blocks per SM, NVIDIA's `minctasm`). rustc has no attribute for
 //!   launch bounds (`amdgpu-flat-work-group-size`, `.maxntid`), so `cargo xtask build-kernels`
@@ -20,6 +20,10 @@
 use proc_macro::TokenStream;
 use quote::{format_ident, quote};
 use syn::{ItemFn, LitInt, parse_macro_input};
+
+/// `attn_abi::KERNARG_WORDS` (a proc-macro crate cannot depend on it; every generated entry
+/// asserts the two agree).
+const WORDS: usize = 128;
 
 /// Marks a kernel entry point; see the crate docs.
 #[proc_macro_attribute]
@@ -79,7 +83,7 @@ pub fn kernel(attr: TokenStream, item: TokenStream) -> TokenStream {
             b
         ),
     };
-    let words: Vec<_> = (0..64usize).map(|i| format_ident!("w{}", i)).collect();
+    let words: Vec<_> = (0..WORDS).map(|i| format_ident!("w{}", i)).collect();
     let attrs = &func.attrs;
     let vis = &func.vis;
     let block = &func.block;
@@ -97,6 +101,7 @@ pub fn kernel(attr: TokenStream, item: TokenStream) -> TokenStream {
         #[doc = #doc]
         #[unsafe(no_mangle)]
         pub unsafe extern "gpu-kernel" fn #name(#(#words: u64),*) {
+            const { assert!(::attn_abi::KERNARG_WORDS == #WORDS) };
             let args = ::attn_abi::KernArgs([#(#words),*]);
             let p: #param_ty = args.params();
             #body_name(&p)

@@ -173,16 +173,24 @@ pub struct NvidiaResources {
 /// The matrix instruction (a key of [`Kernel::matrix_instructions`]) that kernel `kernel` must
 /// contain on `target`, or `None` when it needs none.
 ///
-/// The 16-bit forward kernels (`attn_fwd_f16_*`, `attn_fwd_bf16_*`) must use the target's
+/// The 16-bit forward and backward kernels (`attn_fwd_f16_*`, `attn_bwd_dq_bf16_*`, …) must use
+/// the target's
 /// matrix unit: `v_mfma` on gfx90a and gfx942, `v_wmma` on gfx1100, `mma.sync` on sm_80 and
 /// sm_90a. A kernel without it has fallen back to scalar code, which is correct but an order of
 /// magnitude slower. f32 kernels and `attn_abi_echo` have no matrix instructions and need none;
 /// so do 16-bit kernels on targets not listed here, and the stubs of kernels that are not built
 /// for a target (`attn_kernels::fwd::policy::instantiated`).
 pub fn required_matrix_instruction(target: &str, kernel: &str) -> Option<&'static str> {
-    let sixteen_bit = ["attn_fwd_f16_", "attn_fwd_bf16_"]
-        .iter()
-        .any(|p| kernel.starts_with(p));
+    let sixteen_bit = [
+        "attn_fwd_f16_",
+        "attn_fwd_bf16_",
+        "attn_bwd_dq_f16_",
+        "attn_bwd_dq_bf16_",
+        "attn_bwd_dkdv_f16_",
+        "attn_bwd_dkdv_bf16_",
+    ]
+    .iter()
+    .any(|p| kernel.starts_with(p));
     if !sixteen_bit || is_stub(target, kernel) {
         return None;
     }
@@ -224,10 +232,42 @@ fn forward_kernel(
     Some((family, dtype, d, variant))
 }
 
-/// Whether `kernel` is a forward kernel that is only a stub on `target` (never launched).
+/// `(family, dtype, head-dim bucket, kernel)` of backward kernel `kernel` on `target`.
+fn backward_kernel(
+    target: &str,
+    kernel: &str,
+) -> Option<(
+    attn_kernels::fwd::policy::Family,
+    attn_abi::DType,
+    usize,
+    attn_kernels::bwd::policy::BwdKernel,
+)> {
+    use attn_abi::DType;
+    use attn_kernels::bwd::policy::BwdKernel;
+    let family = attn_kernels::fwd::policy::Family::of_arch(target)?;
+    let (which, rest) = if let Some(r) = kernel.strip_prefix("attn_bwd_dq_") {
+        (BwdKernel::Dq, r)
+    } else {
+        (BwdKernel::Dkdv, kernel.strip_prefix("attn_bwd_dkdv_")?)
+    };
+    let mut parts = rest.split('_');
+    let dtype = match parts.next()? {
+        "f16" => DType::F16,
+        "bf16" => DType::Bf16,
+        "f32" => DType::F32,
+        _ => return None,
+    };
+    let d = parts.next()?.strip_prefix('d')?.parse().ok()?;
+    Some((family, dtype, d, which))
+}
+
+/// Whether `kernel` is a forward or backward kernel that is only a stub on `target` (never
+/// launched).
 fn is_stub(target: &str, kernel: &str) -> bool {
     forward_kernel(target, kernel)
         .is_some_and(|(f, t, d, v)| !attn_kernels::fwd::policy::instantiated(f, t, d, v))
+        || backward_kernel(target, kernel)
+            .is_some_and(|(f, t, d, k)| !attn_kernels::bwd::policy::bwd_instantiated(f, t, d, k))
 }
 
 impl Kernel {

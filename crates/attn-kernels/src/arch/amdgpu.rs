@@ -122,6 +122,6 @@ pub fn fma(a: f32, b: f32, c: f32) -> f32 {
 }
 
 pub use super::soft::{
-    async_commit, async_wait_all, async_wait_prior, copy16_async, copy16_async_part, pack_bf16x2,
-    pack_f16x2,
+    async_commit, async_wait_all, async_wait_prior, copy4_async, copy16_async, copy16_async_part,
+    pack_bf16x2, pack_f16x2,
 };

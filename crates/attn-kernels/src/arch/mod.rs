@@ -33,7 +33,7 @@ pub use nvptx::*;
 pub mod host;
 #[cfg(not(any(target_arch = "amdgpu", target_arch = "nvptx64")))]
 pub use host::{
-    WAVE, async_commit, async_wait_all, async_wait_prior, block_idx, copy16_async,
+    WAVE, async_commit, async_wait_all, async_wait_prior, block_idx, copy4_async, copy16_async,
     copy16_async_part, dyn_smem, exp2, fma, log2, pack_bf16x2, pack_f16x2, rcp, shfl_idx_u32,
     shfl_xor_f32, sync_threads, thread_idx,
 };

@@ -167,6 +167,27 @@ pub unsafe fn copy16_async_part(dst: *mut u8, src: *const u8, bytes: u32) {
     }
 }
 
+/// Copies 4 bytes from global `src` to shared `dst` asynchronously (`cp.async.ca`), or writes 4
+/// zero bytes when `valid` is false (then `src` is not read). Completes at [`async_wait_all`].
+///
+/// # Safety
+/// `dst` is 4-byte aligned shared memory; when `valid`, `src` is 4-byte aligned and readable.
+#[doc(alias = "cp.async.ca.shared.global")]
+#[inline(always)]
+pub unsafe fn copy4_async(dst: *mut u8, src: *const u8, valid: bool) {
+    let n: u32 = if valid { 4 } else { 0 };
+    // SAFETY: forwarded from the caller; with src-size 0 the source is not read.
+    unsafe {
+        core::arch::asm!(
+            "cp.async.ca.shared.global [{d}], [{s}], 4, {n};",
+            d = in(reg32) smem_u32(dst),
+            s = in(reg64) src,
+            n = in(reg32) n,
+            options(nostack)
+        );
+    }
+}
+
 /// Closes the group of copies issued since the last commit (`cp.async.commit_group`).
 #[inline(always)]
 pub fn async_commit() {

@@ -21,6 +21,23 @@ pub unsafe fn copy16_async(dst: *mut u8, src: *const u8, valid: bool) {
     }
 }
 
+/// Copies 4 bytes from `src` to `dst` (one load and store), or writes 4 zero bytes when `valid`
+/// is false.
+///
+/// # Safety
+/// `dst` is 4-byte aligned shared memory; when `valid`, `src` is 4-byte aligned and readable.
+#[inline(always)]
+pub unsafe fn copy4_async(dst: *mut u8, src: *const u8, valid: bool) {
+    let dst = dst.cast::<u32>();
+    if valid {
+        // SAFETY: the caller's contract.
+        unsafe { *dst = *src.cast::<u32>() };
+    } else {
+        // SAFETY: as above.
+        unsafe { *dst = 0 };
+    }
+}
+
 /// Copies the first `bytes` (0..=16, a multiple of 2) of a 16-byte chunk from `src` to `dst` and
 /// zero-fills the rest (synchronously).
 ///

@@ -50,35 +50,35 @@ pub mod policy;
 /// the run-time `min(rows, rows_valid)`, which also keeps them rolled: unrolled copies would hold
 /// every chunk's address live at once.
 #[derive(Clone, Copy)]
-struct TileCopy<E> {
-    dst: *mut E,
-    dst_stride: usize,
-    rows: usize,
-    cols: usize,
-    src: *const E,
-    src_stride: i64,
+pub(crate) struct TileCopy<E> {
+    pub(crate) dst: *mut E,
+    pub(crate) dst_stride: usize,
+    pub(crate) rows: usize,
+    pub(crate) cols: usize,
+    pub(crate) src: *const E,
+    pub(crate) src_stride: i64,
     /// Element stride of the source columns in the element path (1 except for some biases; the
     /// 16-byte path needs 1).
-    src_col: i64,
-    rows_valid: usize,
-    cols_valid: usize,
-    zero_tail: bool,
+    pub(crate) src_col: i64,
+    pub(crate) rows_valid: usize,
+    pub(crate) cols_valid: usize,
+    pub(crate) zero_tail: bool,
     /// `cols_valid` need not be a multiple of a chunk: the chunk that straddles it is copied in
     /// part (the bias tile, whose columns are keys).
-    part_cols: bool,
+    pub(crate) part_cols: bool,
     /// Where source row `r` starts relative to `src`.
-    map: RowMap,
+    pub(crate) map: RowMap,
     /// Walk each thread's chunks with pointer increments (its column is fixed, its rows step by
     /// `THREADS / chunks`) instead of re-deriving every address: fewer instructions per chunk,
     /// which is what the memory-bound decode kernels are limited by (the others keep the
     /// generic loop, whose register use they are tuned to).
-    stepped: bool,
+    pub(crate) stepped: bool,
 }
 
 /// Where a tile copy finds its source rows (the `Decode` variant's row layouts; every other
 /// tile is [`RowMap::Strided`], which compiles to plain `r · src_stride`).
 #[derive(Clone, Copy)]
-enum RowMap {
+pub(crate) enum RowMap {
     /// Row `r` at `r · src_stride`.
     Strided,
     /// GQA-packed query rows: packed row `x = first + r` is query `x / g` of the `x % g`-th head
@@ -137,7 +137,7 @@ impl RowMap {
 impl TileCopy<u8> {
     /// The same copy over elements of type `T` (every extent and stride is in elements).
     #[inline(always)]
-    fn retyped<T>(self) -> TileCopy<T> {
+    pub(crate) fn retyped<T>(self) -> TileCopy<T> {
         TileCopy {
             dst: self.dst.cast(),
             dst_stride: self.dst_stride,
@@ -167,7 +167,7 @@ impl<E: Element> TileCopy<E> {
     /// `dst` row start is 16-byte aligned and `cols_valid` is a multiple of `16 / size_of::<E>()`
     /// unless `part_cols`.
     #[inline(always)]
-    unsafe fn issue(self, vec16: bool) {
+    pub(crate) unsafe fn issue(self, vec16: bool) {
         let threads = policy::THREADS as usize;
         if vec16 {
             let per = 16 / core::mem::size_of::<E>();
@@ -261,7 +261,7 @@ impl<E: Element> TileCopy<E> {
 
 /// Butterfly all-reduce of `x` over the lanes that share a row of `A`'s accumulator.
 #[inline(always)]
-fn row_allreduce<A: MmaAtom>(mut x: f32, op: impl Fn(f32, f32) -> f32) -> f32 {
+pub(crate) fn row_allreduce<A: MmaAtom>(mut x: f32, op: impl Fn(f32, f32) -> f32) -> f32 {
     for i in 0..A::ROW_XOR.len() {
         x = op(x, shfl_xor_f32(x, A::ROW_XOR[i]));
     }
@@ -271,33 +271,34 @@ fn row_allreduce<A: MmaAtom>(mut x: f32, op: impl Fn(f32, f32) -> f32) -> f32 {
 /// What the score pieces of one key block need: where the block sits, its mask, the pieces, and
 /// the bias tile in shared memory.
 #[derive(Clone, Copy)]
-struct ScoreTile {
-    lane: u32,
-    row0: usize,
-    m0: usize,
+pub(crate) struct ScoreTile {
+    pub(crate) lane: u32,
+    pub(crate) row0: usize,
+    pub(crate) m0: usize,
     /// Rows per query (GQA packing; 1 otherwise): block row `m0 + r` is query `(m0 + r) / pack`.
-    pack: usize,
+    pub(crate) pack: usize,
     /// The wave's first key.
-    n0: usize,
+    pub(crate) n0: usize,
     /// Keys below this are hidden (a key range; 0 otherwise).
-    k_lo: u32,
-    sq: usize,
-    full: bool,
-    mask: Mask,
-    scores: Scores,
-    b_s: *const u8,
-    bp: usize,
+    pub(crate) k_lo: u32,
+    pub(crate) sq: usize,
+    pub(crate) full: bool,
+    pub(crate) mask: Mask,
+    pub(crate) scores: Scores,
+    pub(crate) b_s: *const u8,
+    pub(crate) bp: usize,
 }
 
 impl ScoreTile {
     /// [`ScoreTile::apply`] with the bias type (none, q's type, f32) as its `BIAS`.
     #[inline(always)]
-    fn apply_bias<
+    pub(crate) fn apply_bias<
         A: MmaAtom,
         const TM: usize,
         const TN: usize,
         const SOFTCAP: bool,
         const ALIBI: bool,
+        const TRANS: bool,
     >(
         self,
         bias_on: bool,
@@ -305,15 +306,20 @@ impl ScoreTile {
         s: &mut [[A::C; TN]; TM],
     ) {
         match (bias_on, bias_f32) {
-            (false, _) => self.apply::<A, TM, TN, SOFTCAP, ALIBI, 0>(s),
-            (true, false) => self.apply::<A, TM, TN, SOFTCAP, ALIBI, 1>(s),
-            (true, true) => self.apply::<A, TM, TN, SOFTCAP, ALIBI, 2>(s),
+            (false, _) => self.apply::<A, TM, TN, SOFTCAP, ALIBI, 0, TRANS>(s),
+            (true, false) => self.apply::<A, TM, TN, SOFTCAP, ALIBI, 1, TRANS>(s),
+            (true, true) => self.apply::<A, TM, TN, SOFTCAP, ALIBI, 2, TRANS>(s),
         }
     }
 
     /// `s = logit(s)` on visible elements, `-inf` elsewhere, for a `[TM][TN]` fragment tile;
     /// `SOFTCAP`, `ALIBI` and `BIAS` (0 none, 1 in the element type, 2 f32) are the pieces
     /// present (compile-time: a piece that is off costs nothing per element).
+    ///
+    /// `TRANS` (the backward's key-major tiles, `Sᵀ = K·Qᵀ`): the tile's rows are keys and its
+    /// columns queries, so `row0` and `n0` are key offsets (the wave's first key row, the block's
+    /// first key) and `m0` is the first query column; the bias tile `b_s` keeps its
+    /// `[queries, keys]` layout. Packing is off (`pack = 1`).
     #[inline(always)]
     #[allow(clippy::needless_range_loop)]
     fn apply<
@@ -323,6 +329,7 @@ impl ScoreTile {
         const SOFTCAP: bool,
         const ALIBI: bool,
         const BIAS: u8,
+        const TRANS: bool,
     >(
         self,
         s: &mut [[A::C; TN]; TM],
@@ -344,7 +351,11 @@ impl ScoreTile {
                 for v in 0..A::C_VALS {
                     let (r, cc) = A::c_coord(self.lane, v);
                     let (ri, cj) = (self.row0 + t * A::M + r, tn * A::N + cc);
-                    let (i, j) = (((self.m0 + ri) / self.pack) as i32, (self.n0 + cj) as i32);
+                    let (i, j) = if TRANS {
+                        ((self.m0 + cj) as i32, (self.n0 + ri) as i32)
+                    } else {
+                        (((self.m0 + ri) / self.pack) as i32, (self.n0 + cj) as i32)
+                    };
                     let d = j - i;
                     // Rows past Sq_b are never stored; `&` and `|`, not `&&`: no branches.
                     // (`j >= k_lo` unsigned: always true, and folded, when k_lo = 0.)
@@ -359,7 +370,11 @@ impl ScoreTile {
                     };
                     // ri < BLOCK_M and cj < BLOCK_N index inside b_s (Pieces kernels always
                     // reserve it), which holds this block's bias when BIAS > 0.
-                    let at = ri * self.bp + cj;
+                    let at = if TRANS {
+                        cj * self.bp + ri
+                    } else {
+                        ri * self.bp + cj
+                    };
                     if BIAS == 1 {
                         // SAFETY: see above.
                         x += unsafe { (*self.b_s.cast::<A::E>().add(at)).to_f32() } * LOG2_E;
@@ -367,7 +382,9 @@ impl ScoreTile {
                         // SAFETY: see above.
                         x += unsafe { *self.b_s.cast::<f32>().add(at) } * LOG2_E;
                     }
-                    if ALIBI {
+                    if ALIBI && TRANS {
+                        x -= slope * ((i as i64 + a_off - j as i64) as f32).abs();
+                    } else if ALIBI {
                         let k = (t * A::M) as f32 - (tn * A::N) as f32;
                         let lane_part = (r as i32 - cc as i32) as f32;
                         x -= slope * (a_base + k + lane_part).abs();
@@ -389,7 +406,7 @@ impl ScoreTile {
 /// for four shuffles per draw.
 #[inline(always)]
 #[allow(clippy::needless_range_loop)]
-fn apply_dropout<A: MmaAtom, const TN: usize>(
+pub(crate) fn apply_dropout<A: MmaAtom, const TN: usize>(
     dr: &Dropout,
     s: &mut [A::C; TN],
     lane: u32,
@@ -879,15 +896,17 @@ pub fn run<
             };
             match (scores.softcap.is_some(), scores.alibi.is_some()) {
                 (false, false) => {
-                    tile.apply_bias::<A, TM, TN, false, false>(bias_on, bias_f32, &mut s)
+                    tile.apply_bias::<A, TM, TN, false, false, false>(bias_on, bias_f32, &mut s)
                 }
                 (true, false) => {
-                    tile.apply_bias::<A, TM, TN, true, false>(bias_on, bias_f32, &mut s)
+                    tile.apply_bias::<A, TM, TN, true, false, false>(bias_on, bias_f32, &mut s)
                 }
                 (false, true) => {
-                    tile.apply_bias::<A, TM, TN, false, true>(bias_on, bias_f32, &mut s)
+                    tile.apply_bias::<A, TM, TN, false, true, false>(bias_on, bias_f32, &mut s)
                 }
-                (true, true) => tile.apply_bias::<A, TM, TN, true, true>(bias_on, bias_f32, &mut s),
+                (true, true) => {
+                    tile.apply_bias::<A, TM, TN, true, true, false>(bias_on, bias_f32, &mut s)
+                }
             }
         } else if full {
             if !fold {
@@ -1185,7 +1204,7 @@ pub fn run<
 
 /// The query row (within the block) of accumulator row slot `r` on `lane`.
 #[inline(always)]
-fn slot_row<A: MmaAtom>(lane: u32, r: usize) -> usize {
+pub(crate) fn slot_row<A: MmaAtom>(lane: u32, r: usize) -> usize {
     let mut row = 0;
     for v in (0..A::C_VALS).rev() {
         if A::row_slot(v) == r {

@@ -1,0 +1,756 @@
+//! The backward call (semantics.md §5): `dq`, `dk`, `dv` and `dbias` of a [`Forward`] call, on
+//! caller memory.
+//!
+//! ```text
+//! D_i    = dot(dout_i, out_i)
+//! dV_j   = Σ_i P_ij Z_ij dout_i,            dP_ij = Z_ij dot(dout_i, v_j)
+//! dS_ij  = P_ij (dP_ij - D_i)  (= dbias_ij), dS'_ij = dS_ij (1 - tanh²) with softcap
+//! dQ_i   = scale Σ_j dS'_ij k_j,            dK_j  = scale Σ_i dS'_ij q_i
+//! ```
+//!
+//! `P` is recomputed from the forward's `lse` with the forward's own score pieces, mask and
+//! dropout mask (the same Philox counters), so the call describes the forward exactly as it ran:
+//! [`Backward::new`] takes that [`Forward`] (with its `lse`) and the gradients.
+//!
+//! Launches, in stream order: zero fills (`dbias` always, every gradient with
+//! [`Backward::zero_tensors`]), `delta` (`attn_bwd_pre_*`), `dq` + `dbias` (`attn_bwd_dq_*`, one
+//! block per query block) and `dk` + `dv` (`attn_bwd_dkdv_*`, one block per key block, summing a
+//! kv head's query heads in registers). Each gradient element is written by one thread of one
+//! block: the backward is **deterministic** whatever [`Backward::deterministic`] says, with no
+//! atomics and no O(S²) memory (the only workspace is `delta`, f32 in `lse`'s layout).
+use crate::error::{Error, Result};
+use crate::ops::{
+    BiasRef, Forward, FwdOptions, HostElement, LseRef, TensorRef, check_extent, check_no_broadcast,
+    head_dim_bucket, tensor_ref,
+};
+use crate::{DeviceBuffer, Route, Stream};
+use attn_abi::{
+    BWD_DBIAS, BWD_DBIAS_F32, BwdParams, DType, FLAG_VEC16, KernArgs, KernelId, ZeroParams,
+};
+use attn_kernels::bwd::policy::{
+    BWD_THREADS, BwdKernel, PRE_ROWS, bwd_instantiated, bwd_smem_bytes, bwd_tile,
+};
+use attn_kernels::fwd::policy::Family;
+
+/// The largest grid y / z extent (CUDA's).
+const GRID_LIMIT: usize = 65_535;
+/// Blocks along x of a zero fill (each loops over its share of rows).
+const ZERO_BLOCKS: u64 = 1 << 16;
+
+/// One kernel launch of a backward plan.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BwdLaunch {
+    /// The kernel.
+    pub kernel: KernelId,
+    /// Its grid.
+    pub grid: [u32; 3],
+    /// Dynamic shared memory per block, bytes.
+    pub shared_bytes: u32,
+}
+
+/// A backward call, fully decided: parameters and launches (see the module docs).
+#[derive(Clone, Debug, PartialEq)]
+pub struct BwdPlan {
+    /// The parameters of the `pre`, `dq` and `dkdv` kernels (`delta` is filled in at launch when
+    /// the call brought no workspace).
+    pub params: BwdParams,
+    /// Zero fills launched first (`attn_zero_b16` / `attn_zero_b32`), with their parameters.
+    pub zeros: Vec<(BwdLaunch, ZeroParams)>,
+    /// The `delta` kernel, when there are query rows.
+    pub pre: Option<BwdLaunch>,
+    /// The `dq` kernel, when there are query rows.
+    pub dq: Option<BwdLaunch>,
+    /// The `dkdv` kernel, when there are key rows.
+    pub dkdv: Option<BwdLaunch>,
+    /// Bytes of the `delta` workspace (f32 in `lse`'s extent): the caller's
+    /// [`Backward::delta_workspace`], or allocated by `launch`.
+    pub delta_bytes: usize,
+}
+
+/// The backward pass of a [`Forward`] call, on caller memory.
+#[derive(Clone, Copy, Debug)]
+pub struct Backward {
+    fwd: Forward,
+    dout: TensorRef,
+    dq: TensorRef,
+    dk: TensorRef,
+    dv: TensorRef,
+    dbias: Option<BiasRef>,
+    zero_tensors: bool,
+    deterministic: bool,
+    delta: Option<(u64, usize)>,
+}
+
+impl Backward {
+    /// The backward of `fwd` (which must carry its `lse`, [`Forward::lse`], and `out`, as the
+    /// forward wrote them), for the upstream gradient `dout` (`out`'s shape), writing `dq`
+    /// (`q`'s shape), `dk` (`k`'s) and `dv` (`v`'s) in place. Any strides with the head dim
+    /// contiguous; outputs may not broadcast.
+    pub fn new(fwd: Forward, dout: TensorRef, dq: TensorRef, dk: TensorRef, dv: TensorRef) -> Self {
+        Backward {
+            fwd,
+            dout,
+            dq,
+            dk,
+            dv,
+            dbias: None,
+            zero_tensors: false,
+            deterministic: false,
+            delta: None,
+        }
+    }
+
+    /// Also writes `dbias` (`dS`), in the bias's logical shape `[nb, Hq, max_sq, max_sk]` and
+    /// dtype, with strides of its own (no zero stride on a dimension longer than 1: no implicit
+    /// reduction, semantics.md §5). Positions no query sees are 0.
+    pub fn dbias(mut self, dbias: BiasRef) -> Self {
+        self.dbias = Some(dbias);
+        self
+    }
+
+    /// Zeroes `dq`, `dk` and `dv` first, so that rows outside every sequence (varlen) read 0.
+    pub fn zero_tensors(mut self, on: bool) -> Self {
+        self.zero_tensors = on;
+        self
+    }
+
+    /// The seed's `deterministic`: accepted either way, because this backward is always
+    /// deterministic (every gradient element is written once, by one block; no atomics).
+    pub fn deterministic(mut self, on: bool) -> Self {
+        self.deterministic = on;
+        self
+    }
+
+    /// A caller-owned f32 workspace for `delta` (at least [`BwdPlan::delta_bytes`], 16-byte
+    /// aligned), so that `launch` allocates nothing (graph capture).
+    pub fn delta_workspace(mut self, ptr: u64, bytes: usize) -> Self {
+        self.delta = Some((ptr, bytes));
+        self
+    }
+
+    /// Validates every argument for a device of `family` and decides the launches. Pure.
+    pub fn plan(&self, family: Family) -> Result<BwdPlan> {
+        let f = &self.fwd;
+        if f.paged.is_some() || f.key_range.is_some() {
+            return Err(Error::unsupported(
+                "the backward of a paged or key-range (partial) forward",
+            ));
+        }
+        let lse = f.lse.ok_or_else(|| {
+            Error::invalid("lse", "the forward's lse (the backward needs it)", "none")
+        })?;
+        let mut call = f.route(Route::Prefill);
+        call.dropout_mask = None;
+        let fplan = call.plan(family)?;
+        let mut fp = fplan.params;
+        let (q, k, v, out) = (f.q, f.k, f.v, f.out);
+        let dtype = q.dtype;
+        let es = dtype.size();
+        for (name, t, like) in [
+            ("dout", &self.dout, &out),
+            ("dq", &self.dq, &q),
+            ("dk", &self.dk, &k),
+            ("dv", &self.dv, &v),
+        ] {
+            if t.dtype != dtype {
+                return Err(Error::invalid(
+                    format!("{name}.dtype"),
+                    format!("{dtype:?} (q's dtype)"),
+                    format!("{:?}", t.dtype),
+                ));
+            }
+            if t.shape != like.shape {
+                return Err(Error::invalid(
+                    format!("{name}.shape"),
+                    format!("{:?}", like.shape),
+                    format!("{:?}", t.shape),
+                ));
+            }
+            if t.strides[3] != 1 {
+                return Err(Error::invalid(
+                    format!("{name}.strides[3]"),
+                    "1 (contiguous head dim)",
+                    t.strides[3],
+                ));
+            }
+            check_extent(name, t.ptr, t.len, es, &t.shape, &t.strides)?;
+            if name != "dout" {
+                check_no_broadcast(name, &t.shape, &t.strides)?;
+            }
+        }
+        let [_, _, hq, d] = q.shape;
+        let hk = k.shape[2];
+        let dvd = v.shape[3];
+        let bucket = head_dim_bucket(d.max(dvd))
+            .ok_or_else(|| Error::unsupported(format!("head dims {d}/{dvd} above 256")))?;
+        for kernel in [BwdKernel::Dq, BwdKernel::Dkdv] {
+            if !bwd_instantiated(family, dtype, bucket as usize, kernel) {
+                return Err(Error::unsupported(format!(
+                    "the {dtype:?} backward at head dim {bucket} on {family:?} (its tiles do not \
+                     fit the shared memory)"
+                )));
+            }
+        }
+        // The dbias output, in the bias's shape and dtype.
+        let mut bwd_flags = 0;
+        let (mut dbias_ptr, mut dbias_strides) = (0, [0i64; 4]);
+        let mut zeros = Vec::new();
+        if let Some(db) = self.dbias {
+            let Some(bias) = f.bias else {
+                return Err(Error::invalid("dbias", "a call with a bias", "no bias"));
+            };
+            if db.dtype != bias.dtype {
+                return Err(Error::invalid(
+                    "dbias.dtype",
+                    format!("{:?} (the bias's dtype)", bias.dtype),
+                    format!("{:?}", db.dtype),
+                ));
+            }
+            if db.shape != bias.shape {
+                return Err(Error::invalid(
+                    "dbias.shape",
+                    format!("{:?} (the bias's shape)", bias.shape),
+                    format!("{:?}", db.shape),
+                ));
+            }
+            check_extent(
+                "dbias",
+                db.ptr,
+                db.len,
+                db.dtype.size(),
+                &db.shape,
+                &db.strides,
+            )?;
+            check_no_broadcast("dbias", &db.shape, &db.strides)?;
+            bwd_flags |= BWD_DBIAS;
+            if db.dtype == DType::F32 {
+                bwd_flags |= BWD_DBIAS_F32;
+            }
+            dbias_ptr = db.ptr;
+            dbias_strides = db.strides;
+            zeros.extend(zero_fill("dbias", db.ptr, db.dtype, db.shape, db.strides)?);
+        }
+        if self.zero_tensors {
+            for (name, t) in [("dq", &self.dq), ("dk", &self.dk), ("dv", &self.dv)] {
+                // [B, S, H, D] as [B, H, S, D]: the grid's y is the heads.
+                let [b, s, h, dd] = t.shape;
+                let st = t.strides;
+                zeros.extend(zero_fill(
+                    name,
+                    t.ptr,
+                    t.dtype,
+                    [b, h, s, dd],
+                    [st[0], st[2], st[1], st[3]],
+                )?);
+            }
+        }
+        // 16-byte tile copies need every copied row aligned: q, k, v (the forward's test) and dout.
+        if !crate::ops::rows_16b_aligned(self.dout.ptr, &self.dout.strides[..3], es) {
+            fp.flags &= !FLAG_VEC16;
+        }
+        let (nb, max_sq, max_sk) = (
+            fp.batch as usize,
+            fp.max_seqlen_q as usize,
+            fp.max_seqlen_k as usize,
+        );
+        let delta_len = lse.len.max(1);
+        let delta_bytes = delta_len * 4;
+        let delta = match self.delta {
+            None => 0,
+            Some((ptr, bytes)) => {
+                crate::ops::check_ptr("delta_workspace", ptr, 16)?;
+                if bytes < delta_bytes {
+                    return Err(Error::invalid(
+                        "delta_workspace",
+                        format!("at least {delta_bytes} bytes"),
+                        bytes,
+                    ));
+                }
+                ptr
+            }
+        };
+        let st3 = |t: &TensorRef| [t.strides[0], t.strides[1], t.strides[2]];
+        let params = BwdParams {
+            fwd: fp,
+            dout: self.dout.ptr,
+            do_strides: st3(&self.dout),
+            dq: self.dq.ptr,
+            dq_strides: st3(&self.dq),
+            dk: self.dk.ptr,
+            dk_strides: st3(&self.dk),
+            dv: self.dv.ptr,
+            dv_strides: st3(&self.dv),
+            dbias: dbias_ptr,
+            dbias_strides,
+            bwd_flags,
+            slices: bwd_tile(family, dtype, bucket as usize, BwdKernel::Dq).slices as u32,
+            delta,
+        };
+        let empty = nb == 0 || hq == 0;
+        let launch = |kernel: BwdKernel, rows: usize, heads: usize| -> Result<Option<BwdLaunch>> {
+            if empty || rows == 0 {
+                return Ok(None);
+            }
+            let t = bwd_tile(family, dtype, bucket as usize, kernel);
+            let x = rows.div_ceil(t.block_rows) * t.slices;
+            if x > i32::MAX as usize || heads > GRID_LIMIT || nb > GRID_LIMIT {
+                return Err(Error::unsupported(format!(
+                    "a backward grid of {x} x {heads} x {nb} (grid limit)"
+                )));
+            }
+            let id = match kernel {
+                BwdKernel::Dq => KernelId::BwdDq {
+                    dtype,
+                    head_dim: bucket,
+                },
+                BwdKernel::Dkdv => KernelId::BwdDkdv {
+                    dtype,
+                    head_dim: bucket,
+                },
+            };
+            Ok(Some(BwdLaunch {
+                kernel: id,
+                grid: [x as u32, heads as u32, nb as u32],
+                shared_bytes: bwd_smem_bytes(family, dtype, bucket as usize, kernel) as u32,
+            }))
+        };
+        let pre = (!empty && max_sq > 0).then(|| BwdLaunch {
+            kernel: KernelId::BwdPre { dtype },
+            grid: [max_sq.div_ceil(PRE_ROWS) as u32, hq as u32, nb as u32],
+            shared_bytes: 0,
+        });
+        Ok(BwdPlan {
+            params,
+            zeros,
+            pre,
+            dq: launch(BwdKernel::Dq, max_sq, hq)?,
+            dkdv: launch(BwdKernel::Dkdv, max_sk, hk)?,
+            delta_bytes,
+        })
+    }
+
+    /// Plans for the stream's code object and launches (allocating `delta` unless the call
+    /// brought a workspace; the free waits for the kernels).
+    ///
+    /// # Safety
+    /// As [`Forward::launch`]: every address is device memory of the stream's device valid for
+    /// its `len`; the gradients (and `dbias`, `delta`) overlap neither the inputs nor each other.
+    pub unsafe fn launch(&self, stream: &Stream) -> Result<()> {
+        let target = stream.device().code_object_target()?;
+        let family = Family::of_arch(&target).ok_or_else(|| {
+            Error::unsupported(format!("no tile policy for code object {target}"))
+        })?;
+        let plan = self.plan(family)?;
+        let mut params = plan.params;
+        let _delta = if params.delta == 0 && (plan.pre.is_some()) {
+            let buf = stream.device().alloc::<f32>(plan.delta_bytes / 4)?;
+            params.delta = buf.ptr();
+            Some(buf)
+        } else {
+            None
+        };
+        let dev = stream.device();
+        for (l, zp) in &plan.zeros {
+            // SAFETY: the plan checked the tensor's extent for its shape and strides.
+            unsafe {
+                dev.launch(l.kernel, l.grid, BWD_THREADS, 0, stream, &KernArgs::new(zp))?;
+            }
+        }
+        let args = KernArgs::new(&params);
+        for l in [plan.pre, plan.dq, plan.dkdv].into_iter().flatten() {
+            // SAFETY: the plan checked every extent; `delta` is sized for lse's extent; the
+            // caller vouches for the addresses (this function's contract).
+            unsafe { dev.launch(l.kernel, l.grid, BWD_THREADS, l.shared_bytes, stream, &args)? };
+        }
+        Ok(())
+    }
+}
+
+/// Convenience backward on owned, contiguous BMHK buffers: the gradients of the [`crate::forward`]
+/// call with the same inputs and `opts` that produced `out` and `lse`, for the upstream gradient
+/// `dout` (`out`'s shape). Allocates and returns `(dq, dk, dv)`.
+#[allow(clippy::type_complexity, clippy::too_many_arguments)]
+pub fn backward<T: HostElement>(
+    stream: &Stream,
+    q: (&DeviceBuffer<T>, [usize; 4]),
+    k: (&DeviceBuffer<T>, [usize; 4]),
+    v: (&DeviceBuffer<T>, [usize; 4]),
+    out: &DeviceBuffer<T>,
+    lse: &DeviceBuffer<f32>,
+    dout: &DeviceBuffer<T>,
+    opts: &FwdOptions<'_>,
+) -> Result<(DeviceBuffer<T>, DeviceBuffer<T>, DeviceBuffer<T>)> {
+    let dev = stream.device();
+    let [b, sq, hq, _] = q.1;
+    let dv_ = v.1[3];
+    let tref = tensor_ref::<T>;
+    let count = |s: [usize; 4]| {
+        s.iter()
+            .try_fold(1usize, |a, &n| a.checked_mul(n))
+            .ok_or_else(|| Error::invalid("shape", "a size that fits in memory", format!("{s:?}")))
+    };
+    let (dq, dk, dv) = (
+        dev.alloc::<T>(count(q.1)?.max(1))?,
+        dev.alloc::<T>(count(k.1)?.max(1))?,
+        dev.alloc::<T>(count(v.1)?.max(1))?,
+    );
+    let call = Forward::new(
+        tref(q.0, q.1),
+        tref(k.0, k.1),
+        tref(v.0, v.1),
+        tref(out, [b, sq, hq, dv_]),
+    )
+    .lse(LseRef {
+        len: lse.len(),
+        ..LseRef::contiguous(lse.ptr(), [b, hq, sq])
+    })
+    .with_options(opts);
+    let bwd = Backward::new(
+        call,
+        tref(dout, [b, sq, hq, dv_]),
+        tref(&dq, q.1),
+        tref(&dk, k.1),
+        tref(&dv, v.1),
+    );
+    // SAFETY: every buffer is a live allocation of this crate on this device whose `len` the
+    // plan checks against its shape; the gradients are fresh.
+    unsafe { bwd.launch(stream)? };
+    Ok((dq, dk, dv))
+}
+
+/// The zero fill of a `[n0, n1, n2, n3]` tensor (none when it is empty).
+fn zero_fill(
+    what: &str,
+    ptr: u64,
+    dtype: DType,
+    dims: [usize; 4],
+    strides: [i64; 4],
+) -> Result<Option<(BwdLaunch, ZeroParams)>> {
+    if dims.contains(&0) {
+        return Ok(None);
+    }
+    if dims[0] > GRID_LIMIT || dims[1] > GRID_LIMIT || dims.iter().any(|&n| n > u32::MAX as usize) {
+        return Err(Error::unsupported(format!(
+            "zeroing {what} of shape {dims:?} (grid limit)"
+        )));
+    }
+    let rows = dims[2] as u64 * (dims[3] as u64).div_ceil(BWD_THREADS as u64);
+    let grid_x = rows.min(ZERO_BLOCKS) as u32;
+    let zp = ZeroParams {
+        ptr,
+        strides,
+        dims: dims.map(|n| n as u32),
+        grid_x,
+        _pad: 0,
+    };
+    let kernel = KernelId::Zero {
+        bits: 8 * dtype.size() as u32,
+    };
+    Ok(Some((
+        BwdLaunch {
+            kernel,
+            grid: [grid_x, dims[1] as u32, dims[0] as u32],
+            shared_bytes: 0,
+        },
+        zp,
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::{I32Ref, Mask, Varlen};
+    use crate::{Align, Paged};
+
+    const B: usize = 2;
+    const SQ: usize = 100;
+    const SK: usize = 300;
+    const HQ: usize = 8;
+    const HK: usize = 2;
+    const D: usize = 64;
+
+    fn t(ptr: u64, dtype: DType, shape: [usize; 4]) -> TensorRef {
+        TensorRef::contiguous(ptr, dtype, shape)
+    }
+
+    fn fwd(dtype: DType) -> Forward {
+        Forward::new(
+            t(0x10_0000, dtype, [B, SQ, HQ, D]),
+            t(0x20_0000, dtype, [B, SK, HK, D]),
+            t(0x30_0000, dtype, [B, SK, HK, D]),
+            t(0x40_0000, dtype, [B, SQ, HQ, D]),
+        )
+        .lse(LseRef::contiguous(0x50_0000, [B, HQ, SQ]))
+    }
+
+    fn call(dtype: DType) -> Backward {
+        Backward::new(
+            fwd(dtype),
+            t(0x60_0000, dtype, [B, SQ, HQ, D]),
+            t(0x70_0000, dtype, [B, SQ, HQ, D]),
+            t(0x80_0000, dtype, [B, SK, HK, D]),
+            t(0x90_0000, dtype, [B, SK, HK, D]),
+        )
+    }
+
+    fn bias(ptr: u64, dtype: DType, strides: [i64; 4]) -> BiasRef {
+        BiasRef {
+            ptr,
+            len: B * HQ * SQ * SK,
+            dtype,
+            shape: [B, HQ, SQ, SK],
+            strides,
+        }
+    }
+
+    const FULL: [i64; 4] = [(HQ * SQ * SK) as i64, (SQ * SK) as i64, SK as i64, 1];
+
+    fn invalid_what(b: &Backward) -> String {
+        match b.plan(Family::Sm90) {
+            Err(Error::InvalidArgument { what, .. }) => what,
+            other => panic!("expected InvalidArgument, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn plan_grids_follow_the_tiles() {
+        for dtype in DType::ALL {
+            let p = call(dtype).plan(Family::Sm90).unwrap();
+            let tq = bwd_tile(Family::Sm90, dtype, 64, BwdKernel::Dq);
+            let tk = bwd_tile(Family::Sm90, dtype, 64, BwdKernel::Dkdv);
+            let dq = p.dq.unwrap();
+            assert_eq!(
+                dq.grid,
+                [SQ.div_ceil(tq.block_rows) as u32, HQ as u32, B as u32]
+            );
+            let dkdv = p.dkdv.unwrap();
+            assert_eq!(
+                dkdv.grid,
+                [SK.div_ceil(tk.block_rows) as u32, HK as u32, B as u32]
+            );
+            assert_eq!(
+                dkdv.kernel,
+                KernelId::BwdDkdv {
+                    dtype,
+                    head_dim: 64
+                }
+            );
+            assert_eq!(p.pre.unwrap().grid[0], SQ.div_ceil(PRE_ROWS) as u32);
+            assert!(p.zeros.is_empty());
+            assert_eq!(p.delta_bytes, B * HQ * SQ * 4);
+            assert_eq!(p.params.fwd.flags & FLAG_VEC16, FLAG_VEC16);
+            assert_eq!(p.params.slices, 1);
+        }
+        // D = 256: two head-dim slices per row block.
+        let wide = |d: usize| {
+            let dt = DType::Bf16;
+            Backward::new(
+                Forward::new(
+                    t(0x10_0000, dt, [1, 40, 2, d]),
+                    t(0x20_0000, dt, [1, 70, 1, d]),
+                    t(0x30_0000, dt, [1, 70, 1, d]),
+                    t(0x40_0000, dt, [1, 40, 2, d]),
+                )
+                .lse(LseRef::contiguous(0x50_0000, [1, 2, 40])),
+                t(0x60_0000, dt, [1, 40, 2, d]),
+                t(0x70_0000, dt, [1, 40, 2, d]),
+                t(0x80_0000, dt, [1, 70, 1, d]),
+                t(0x90_0000, dt, [1, 70, 1, d]),
+            )
+        };
+        let p = wide(256).plan(Family::Sm90).unwrap();
+        assert_eq!(p.params.slices, 2);
+        assert_eq!(p.dq.unwrap().grid[0], 2);
+        // AMD's 64 KiB do not hold the D = 256 tiles: a typed refusal.
+        assert!(matches!(
+            wide(256).plan(Family::Cdna),
+            Err(Error::Unsupported { .. })
+        ));
+        assert!(wide(128).plan(Family::Cdna).is_ok());
+    }
+
+    #[test]
+    fn dbias_and_zero_tensors_plan_their_fills() {
+        let dt = DType::F16;
+        let b = bias(0xA0_0000, dt, [0, (SQ * SK) as i64, SK as i64, 1]);
+        let mut c = call(dt);
+        c.fwd = c.fwd.bias(b);
+        let p = c
+            .dbias(bias(0x1000_0000, dt, FULL))
+            .zero_tensors(true)
+            .plan(Family::Sm80)
+            .unwrap();
+        assert_eq!(p.params.bwd_flags, BWD_DBIAS);
+        assert_eq!(p.zeros.len(), 4);
+        assert_eq!(p.zeros[0].0.kernel, KernelId::Zero { bits: 16 });
+        assert_eq!(
+            p.zeros[0].1.dims,
+            [B as u32, HQ as u32, SQ as u32, SK as u32]
+        );
+        // dq as [B, H, S, D]: the heads on the grid's y.
+        assert_eq!(
+            p.zeros[1].1.dims,
+            [B as u32, HQ as u32, SQ as u32, D as u32]
+        );
+        assert_eq!(p.zeros[1].0.grid[1], HQ as u32);
+        // An f32 bias's gradient is f32.
+        let mut c = call(dt);
+        c.fwd = c.fwd.bias(bias(0xA0_0000, DType::F32, FULL));
+        let p = c
+            .dbias(bias(0x1000_0000, DType::F32, FULL))
+            .plan(Family::Sm80)
+            .unwrap();
+        assert_eq!(p.params.bwd_flags, BWD_DBIAS | BWD_DBIAS_F32);
+        assert_eq!(p.zeros[0].0.kernel, KernelId::Zero { bits: 32 });
+    }
+
+    #[test]
+    fn bad_arguments_are_typed_errors() {
+        let dt = DType::Bf16;
+        let no_lse = Backward::new(
+            Forward::new(
+                t(0x10_0000, dt, [B, SQ, HQ, D]),
+                t(0x20_0000, dt, [B, SK, HK, D]),
+                t(0x30_0000, dt, [B, SK, HK, D]),
+                t(0x40_0000, dt, [B, SQ, HQ, D]),
+            ),
+            t(0x60_0000, dt, [B, SQ, HQ, D]),
+            t(0x70_0000, dt, [B, SQ, HQ, D]),
+            t(0x80_0000, dt, [B, SK, HK, D]),
+            t(0x90_0000, dt, [B, SK, HK, D]),
+        );
+        assert_eq!(invalid_what(&no_lse), "lse");
+        // Shapes, dtypes, strides, extents of each gradient.
+        let mut c = call(dt);
+        c.dq.shape[1] += 1;
+        assert_eq!(invalid_what(&c), "dq.shape");
+        let mut c = call(dt);
+        c.dk.dtype = DType::F16;
+        assert_eq!(invalid_what(&c), "dk.dtype");
+        let mut c = call(dt);
+        c.dv.strides[3] = 2;
+        assert_eq!(invalid_what(&c), "dv.strides[3]");
+        let mut c = call(dt);
+        c.dout.len -= 1;
+        assert_eq!(invalid_what(&c), "dout.len");
+        let mut c = call(dt);
+        c.dq.strides[2] = 0;
+        assert_eq!(invalid_what(&c), "dq.strides[2]");
+        let mut c = call(dt);
+        c.dout.ptr = 0;
+        assert_eq!(invalid_what(&c), "dout.ptr");
+        // dbias: needs a bias, its dtype and shape, no broadcast, its extent.
+        assert_eq!(
+            invalid_what(&call(dt).dbias(bias(0x1000_0000, dt, FULL))),
+            "dbias"
+        );
+        let with_bias = |b: Backward| {
+            let mut b = b;
+            b.fwd = b.fwd.bias(bias(0xA0_0000, dt, FULL));
+            b
+        };
+        assert_eq!(
+            invalid_what(&with_bias(call(dt)).dbias(bias(0x1000_0000, DType::F32, FULL))),
+            "dbias.dtype"
+        );
+        let mut db = bias(0x1000_0000, dt, FULL);
+        db.shape[3] -= 1;
+        assert_eq!(invalid_what(&with_bias(call(dt)).dbias(db)), "dbias.shape");
+        let db = bias(0x1000_0000, dt, [0, (SQ * SK) as i64, SK as i64, 1]);
+        assert_eq!(
+            invalid_what(&with_bias(call(dt)).dbias(db)),
+            "dbias.strides[0]"
+        );
+        let mut db = bias(0x1000_0000, dt, FULL);
+        db.len -= 1;
+        assert_eq!(invalid_what(&with_bias(call(dt)).dbias(db)), "dbias.len");
+        // The delta workspace: aligned and large enough.
+        assert_eq!(
+            invalid_what(&call(dt).delta_workspace(0x2000_0000, 16)),
+            "delta_workspace"
+        );
+        assert_eq!(
+            invalid_what(&call(dt).delta_workspace(0x2000_0004, 1 << 20)),
+            "delta_workspace"
+        );
+        assert!(
+            call(dt)
+                .delta_workspace(0x2000_0000, 1 << 20)
+                .plan(Family::Sm80)
+                .is_ok()
+        );
+        // The forward's own validation runs too (a bad mask window, say).
+        let mut c = call(dt);
+        c.fwd = c.fwd.softcap(-1.0);
+        assert_eq!(invalid_what(&c), "softcap");
+        // Partial and paged forwards have no backward here.
+        let mut c = call(dt);
+        c.fwd = c.fwd.key_range(0, 10);
+        assert!(matches!(
+            c.plan(Family::Sm80),
+            Err(Error::Unsupported { .. })
+        ));
+        let mut c = call(dt);
+        c.fwd = c.fwd.paged(Paged {
+            block_table: I32Ref {
+                ptr: 0xB0_0000,
+                len: B * 4,
+            },
+            max_pages: 4,
+            table_stride: 4,
+        });
+        assert!(matches!(
+            c.plan(Family::Sm80),
+            Err(Error::Unsupported { .. })
+        ));
+    }
+
+    #[test]
+    fn varlen_and_empty_calls_plan() {
+        let dt = DType::F16;
+        let cu = |ptr| I32Ref { ptr, len: 4 };
+        let f = Forward::new(
+            t(0x10_0000, dt, [1, 40, 4, 32]),
+            t(0x20_0000, dt, [1, 70, 2, 32]),
+            t(0x30_0000, dt, [1, 70, 2, 32]),
+            t(0x40_0000, dt, [1, 40, 4, 32]),
+        )
+        .lse(LseRef::contiguous(0x50_0000, [1, 4, 40]))
+        .varlen(Varlen {
+            cu_seqlens_q: cu(0x60_0000),
+            cu_seqlens_k: cu(0x60_0100),
+            max_seqlen_q: 20,
+            max_seqlen_k: 30,
+        })
+        .mask(Mask::Causal(Align::BottomRight));
+        let b = Backward::new(
+            f,
+            t(0x70_0000, dt, [1, 40, 4, 32]),
+            t(0x80_0000, dt, [1, 40, 4, 32]),
+            t(0x90_0000, dt, [1, 70, 2, 32]),
+            t(0xA0_0000, dt, [1, 70, 2, 32]),
+        );
+        let p = b.plan(Family::Rdna3).unwrap();
+        // The grid covers the longest sequence, z the sequences.
+        assert_eq!(p.dq.unwrap().grid[2], 3);
+        assert_eq!(p.pre.unwrap().grid[0], 1);
+        // No query rows: dk and dv are still written (zeros), dq and delta launch nothing.
+        let e = |s: [usize; 4]| t(0x10_0000, dt, s);
+        let empty = Backward::new(
+            Forward::new(
+                e([2, 0, 4, 32]),
+                e([2, 9, 2, 32]),
+                e([2, 9, 2, 32]),
+                e([2, 0, 4, 32]),
+            )
+            .lse(LseRef::contiguous(0x50_0000, [2, 4, 0])),
+            e([2, 0, 4, 32]),
+            t(0x70_0000, dt, [2, 0, 4, 32]),
+            t(0x80_0000, dt, [2, 9, 2, 32]),
+            t(0x90_0000, dt, [2, 9, 2, 32]),
+        );
+        let p = empty.plan(Family::Sm80).unwrap();
+        assert!(p.dq.is_none() && p.pre.is_none());
+        assert!(p.dkdv.is_some());
+    }
+}
