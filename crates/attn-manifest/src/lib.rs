@@ -212,16 +212,10 @@ fn forward_kernel(
     usize,
     attn_abi::FwdVariant,
 )> {
-    use attn_abi::{DType, FwdVariant};
+    use attn_abi::FwdVariant;
     let family = attn_kernels::fwd::policy::Family::of_arch(target)?;
     let mut parts = kernel.strip_prefix("attn_fwd_")?.split('_');
-    let dtype = match parts.next()? {
-        "f16" => DType::F16,
-        "bf16" => DType::Bf16,
-        "f32" => DType::F32,
-        _ => return None,
-    };
-    let d = parts.next()?.strip_prefix('d')?.parse().ok()?;
+    let (dtype, d) = dtype_and_dim(&mut parts)?;
     let variant = match parts.next() {
         None => FwdVariant::Plain,
         Some("varlen") => FwdVariant::Varlen,
@@ -242,7 +236,6 @@ fn backward_kernel(
     usize,
     attn_kernels::bwd::policy::BwdKernel,
 )> {
-    use attn_abi::DType;
     use attn_kernels::bwd::policy::BwdKernel;
     let family = attn_kernels::fwd::policy::Family::of_arch(target)?;
     let (which, rest) = if let Some(r) = kernel.strip_prefix("attn_bwd_dq_") {
@@ -250,15 +243,20 @@ fn backward_kernel(
     } else {
         (BwdKernel::Dkdv, kernel.strip_prefix("attn_bwd_dkdv_")?)
     };
-    let mut parts = rest.split('_');
-    let dtype = match parts.next()? {
-        "f16" => DType::F16,
-        "bf16" => DType::Bf16,
-        "f32" => DType::F32,
-        _ => return None,
-    };
-    let d = parts.next()?.strip_prefix('d')?.parse().ok()?;
+    let (dtype, d) = dtype_and_dim(&mut rest.split('_'))?;
     Some((family, dtype, d, which))
+}
+
+/// The `{dtype}_d{D}` part of a kernel name (`attn_abi::KernelId`'s grammar), from `parts`.
+fn dtype_and_dim<'a>(
+    parts: &mut impl Iterator<Item = &'a str>,
+) -> Option<(attn_abi::DType, usize)> {
+    let name = parts.next()?;
+    let dtype = attn_abi::DType::ALL
+        .into_iter()
+        .find(|t| t.name() == name)?;
+    let d = parts.next()?.strip_prefix('d')?.parse().ok()?;
+    Some((dtype, d))
 }
 
 /// Whether `kernel` is a forward or backward kernel that is only a stub on `target` (never
@@ -382,6 +380,13 @@ mod tests {
     #[test]
     fn matrix_instruction_rule() {
         let r = required_matrix_instruction;
+        // Backward kernels: 16-bit ones need the matrix unit, f32 ones and stubs do not.
+        assert_eq!(r("sm_90a", "attn_bwd_dq_bf16_d128"), Some("mma.sync"));
+        assert_eq!(r("gfx942", "attn_bwd_dkdv_f16_d64"), Some("v_mfma"));
+        assert_eq!(r("sm_80", "attn_bwd_dkdv_f32_d64"), None);
+        assert_eq!(r("gfx1100", "attn_bwd_dkdv_f16_d64"), None); // an RDNA3 stub
+        assert_eq!(r("gfx1100", "attn_bwd_dq_f16_d64"), Some("v_wmma"));
+        assert_eq!(r("gfx90a", "attn_bwd_dq_bf16_d256"), None); // an AMD D = 256 stub
         for t in ["gfx90a", "gfx942"] {
             assert_eq!(r(t, "attn_fwd_f16_d64"), Some("v_mfma"));
             assert_eq!(r(t, "attn_fwd_bf16_d256"), Some("v_mfma"));
