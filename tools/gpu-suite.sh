@@ -16,8 +16,13 @@ nvidia-smi -L 2>&1 | tee "$OUT/gpu.txt"
 .gpu/test-decode --nocapture --test-threads 1 2>&1 | tee "$OUT/decode.txt"; rc=$((rc | PIPESTATUS[0]))
 .gpu/test-precision --nocapture 2>&1 | tee "$OUT/precision.txt"; rc=$((rc | PIPESTATUS[0]))
 .gpu/test-bwd --nocapture --test-threads 1 2>&1 | tee "$OUT/bwd.txt"; rc=$((rc | PIPESTATUS[0]))
+# The seed's entry points, and a captured graph replaying dropout from the device generator.
+.gpu/test-ck --nocapture --test-threads 1 2>&1 | tee "$OUT/ck.txt"; rc=$((rc | PIPESTATUS[0]))
 # Malformed device arrays (cu_seqlens, seqused_k, device seed/offset) under memcheck: 0 errors.
 compute-sanitizer --tool memcheck --error-exitcode 9 .gpu/test-malformed --nocapture 2>&1 | tee "$OUT/malformed-memcheck.txt"; rc=$((rc | PIPESTATUS[0]))
+.gpu/test-interop interop:: --nocapture 2>&1 | tee "$OUT/interop.txt"; rc=$((rc | PIPESTATUS[0]))
+.gpu/cudarc_layer 2>&1 | tee "$OUT/cudarc_layer.txt"; rc=$((rc | PIPESTATUS[0]))
+.gpu/owned_layer 2>&1 | tee "$OUT/owned_layer.txt"; rc=$((rc | PIPESTATUS[0]))
 .gpu/attn check --cases 4 2>&1 | tee "$OUT/check.txt"; rc=$((rc | PIPESTATUS[0]))
 if [ $# -gt 0 ]; then
   .gpu/attn bench --json "$OUT/bench.json" "$@" 2>&1 | tee "$OUT/bench.txt"

@@ -15,9 +15,9 @@
 //! [`attn_host::Merge`].
 use attn_abi::DType;
 use attn_host::{
-    AlibiRef, Align, Backward, BiasRef, Device, DeviceBuffer, Forward, I32Ref, LseRef, Mask,
-    MaskRef, Merge, Packing, Paged, PartialLseRef, PartialsRef, Philox, Plan, Route, Splits,
-    TensorRef,
+    AlibiRef, Align, Backward, BiasRef, CkTensor, Device, DeviceBuffer, Forward, I32Ref, LseRef,
+    Mask, MaskRef, MemEffForward, Merge, Packing, Paged, PartialLseRef, PartialsRef, Philox,
+    PhiloxGenerator, Plan, Route, Splits, TensorRef,
 };
 pub use attn_kernels::fwd::policy::Family;
 use attn_ref::paged::{PagedConfig, PagedKv};
@@ -101,6 +101,45 @@ pub struct BwdOpts {
     /// Run the backward this many more times on the same inputs and count the bits in which
     /// any run's `dq`/`dk`/`dv`/`dbias` differ from the first (determinism).
     pub repeats: usize,
+}
+
+/// How a case goes through the seed's entry points, `mem_eff_forward_ck` and
+/// `mem_eff_backward_ck` ([`run_ck`]), instead of the idiomatic calls.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CkOpts {
+    /// Pass `out_` (and `dq_`, `dk_`, `dv_`, `grad_bias`) as the case's poisoned buffers in its
+    /// layout; otherwise the calls allocate them.
+    pub give_outputs: bool,
+    /// Pass the varlen arrays as `seqstart_q/k` instead of `cu_seqlens_q/k`, or (`Both`) as both.
+    pub seq_names: SeqNames,
+    /// Which generator the forward draws from.
+    pub generator: CkGenerator,
+    /// Pass `return_dropout_randval` (compared byte for byte when dropout is on).
+    pub randval: bool,
+}
+
+/// Under which names [`run_ck`] passes the varlen arrays.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SeqNames {
+    /// `cu_seqlens_q/k`.
+    #[default]
+    CuSeqlens,
+    /// `seqstart_q/k`.
+    Seqstart,
+    /// Both (the same arrays).
+    Both,
+}
+
+/// The generator of a [`run_ck`] case with dropout.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CkGenerator {
+    /// None given: the process default (its `(seed, offset)` is read from the result).
+    #[default]
+    Default,
+    /// A host generator at the problem's seed and offset.
+    Host,
+    /// A device generator at the problem's seed and offset.
+    Device,
 }
 
 /// How a case goes through the inference path (all off by default: the call decides).
@@ -601,18 +640,38 @@ pub fn plan_fwd(case: &FwdCase, seed: u64, family: Family) -> Result<Plan, Strin
 /// not build (`policy::instantiated`) must give the typed `Unsupported` error; those are counted
 /// and printed, not failed.
 pub fn check_cases(name: &str, seed_base: u64, cases: &[FwdCase]) {
+    check_with(name, seed_base, cases.len(), |dev, n, seed| {
+        (format!("{:?}", cases[n]), run_fwd(dev, &cases[n], seed))
+    });
+}
+
+/// [`check_cases`] through the seed's entry points ([`run_ck`]).
+pub fn check_ck_cases(name: &str, seed_base: u64, cases: &[(FwdCase, CkOpts)]) {
+    check_with(name, seed_base, cases.len(), |dev, n, seed| {
+        let (case, ck) = &cases[n];
+        (format!("{case:?} {ck:?}"), run_ck(dev, case, *ck, seed))
+    });
+}
+
+/// Runs `count` checks (`run(dev, n, seed)` names case `n` and runs it) and asserts they pass.
+fn check_with(
+    name: &str,
+    seed_base: u64,
+    count: usize,
+    run: impl Fn(&Device, usize, u64) -> (String, Result<FwdOutcome, String>),
+) {
     let Some(dev) = device_or_skip(name) else {
         return;
     };
     let mut failures = Vec::new();
     let mut not_built = 0;
-    for (n, case) in cases.iter().enumerate() {
+    for n in 0..count {
         let seed = seed_base + n as u64 * 7919 + std::process::id() as u64;
-        match run_fwd(&dev, case, seed) {
-            Ok(o) if o.passed() => {}
-            Ok(o) => failures.push(format!("{case:?} seed {seed}:\n{o}")),
-            Err(e) if e.contains("is not built for") => not_built += 1,
-            Err(e) => failures.push(format!("{case:?}: error {e}")),
+        match run(&dev, n, seed) {
+            (_, Ok(o)) if o.passed() => {}
+            (case, Ok(o)) => failures.push(format!("{case} seed {seed}:\n{o}")),
+            (_, Err(e)) if e.contains("is not built for") => not_built += 1,
+            (case, Err(e)) => failures.push(format!("{case}: error {e}")),
         }
     }
     if not_built > 0 {
@@ -624,18 +683,52 @@ pub fn check_cases(name: &str, seed_base: u64, cases: &[FwdCase]) {
         failures.is_empty(),
         "{} of {} cases failed:\n{}",
         failures.len(),
-        cases.len(),
+        count,
         failures.join("\n")
     );
     eprintln!(
         "{name}: {} cases passed on {}",
-        cases.len() - not_built,
+        count - not_built,
         dev.info().name
     );
 }
 
 /// Runs one forward check on `dev` with inputs drawn from `seed`.
 pub fn run_fwd(dev: &Device, case: &FwdCase, seed: u64) -> Result<FwdOutcome, String> {
+    run_case(dev, case, None, seed)
+}
+
+/// [`run_fwd`] through the seed's entry points: `mem_eff_forward_ck`, then (with
+/// [`FwdCase::backward`]) `mem_eff_backward_ck`, each argument present or absent as `ck` says.
+/// The problem may use what the seed's arguments can say: no mask or bottom-right causal, no
+/// ALiBi or softcap, no inference options, and no `seqused_k` with a backward.
+pub fn run_ck(dev: &Device, case: &FwdCase, ck: CkOpts, seed: u64) -> Result<FwdOutcome, String> {
+    let p = &case.problem;
+    let seed_mask = matches!(
+        p.mask,
+        attn_ref::Mask::None
+            | attn_ref::Mask::Causal {
+                align: attn_ref::Align::BottomRight
+            }
+    );
+    if !seed_mask || p.alibi.is_some() || p.softcap != 0.0 {
+        return Err("run_ck: the seed's arguments cannot express this problem".into());
+    }
+    if case.backward.is_some() && p.seqused_k.is_some() {
+        return Err("run_ck: mem_eff_backward_ck has no seqused_k".into());
+    }
+    if case.decode.paged.is_some() || !case.decode.key_ranges.is_empty() {
+        return Err("run_ck: no inference options on the seed's entry points".into());
+    }
+    run_case(dev, case, Some(ck), seed)
+}
+
+fn run_case(
+    dev: &Device,
+    case: &FwdCase,
+    ck: Option<CkOpts>,
+    seed: u64,
+) -> Result<FwdOutcome, String> {
     case.problem.validate().map_err(|e| e.to_string())?;
     // A paged case: a random cache, and its contiguous equivalent for the reference.
     let (pc, x, cache) = match &case.decode.paged {
@@ -766,7 +859,13 @@ pub fn run_fwd(dev: &Device, case: &FwdCase, seed: u64) -> Result<FwdOutcome, St
 
     let call = forward_call(case, p, &x, &bufs);
     let ranges = &case.decode.key_ranges;
-    if ranges.is_empty() {
+    let ck_run = match ck {
+        Some(opts) => Some(ck_forward(dev, case, p, &x, &bufs, opts)?),
+        None => None,
+    };
+    if ck_run.is_some() {
+        // Launched by `mem_eff_forward_ck` above.
+    } else if ranges.is_empty() {
         // SAFETY: every buffer above is a live allocation on `dev` whose length the plan checks,
         // and they all outlive the synchronisation below.
         unsafe { call.launch(&stream) }.map_err(e)?;
@@ -824,20 +923,63 @@ pub fn run_fwd(dev: &Device, case: &FwdCase, seed: u64) -> Result<FwdOutcome, St
         drop((parts, parts_lse));
     }
     stream.synchronize().map_err(e)?;
-    let got_out = out.to_f32(dtype, &stream).map_err(e)?;
-    let got_out = to_bmhk(&got_out[..out_len], os, case.layout);
-    let got_lse = lse.to_host(&stream).map_err(e)?;
+    let given_out = ck_run
+        .as_ref()
+        .is_none_or(|r| r.result.output.storage().is_none());
+    let got_out = match &ck_run {
+        Some(r) if !given_out => to_bmhk(
+            &ck_f32(&r.result.output, dtype, &stream)?[..out_len],
+            os,
+            Layout::Bmhk,
+        ),
+        _ => to_bmhk(
+            &out.to_f32(dtype, &stream).map_err(e)?[..out_len],
+            os,
+            case.layout,
+        ),
+    };
+    let got_lse = match &ck_run {
+        Some(r) => r.result.lse.to_host::<f32>(&stream).map_err(e)?,
+        None => lse.to_host(&stream).map_err(e)?,
+    };
     let got_lse = &got_lse[..lse_len];
-    let got_mask = match &mask {
-        Some(m) => Some(m.to_host(&stream).map_err(e)?),
-        None => None,
+    let got_mask = match (&ck_run, &mask) {
+        (Some(r), _) => match &r.result.dropout_randval {
+            Some(m) => Some(ck_mask(p, m, &stream)?),
+            None if ck.is_some_and(|o| o.randval) && wants_mask(p) => {
+                return Err("mem_eff_forward_ck returned no dropout_randval".into());
+            }
+            None => None,
+        },
+        (None, Some(m)) => Some(m.to_host(&stream).map_err(e)?),
+        (None, None) => None,
+    };
+    // The default generator's draw decides the mask: judge with the (seed, offset) it used.
+    let drawn;
+    let p = match ck_run.as_ref().and_then(|r| r.drawn) {
+        Some((seed, offset)) => {
+            drawn = p
+                .clone()
+                .with_dropout(p.dropout.map_or(0.0, |d| d.p), seed, offset);
+            &drawn
+        }
+        None => p,
     };
     let bwd = match case.backward {
-        Some(opts) if cache.is_none() && ranges.is_empty() => {
-            Some(run_backward(dev, case, p, &x, call, &bufs, opts, seed)?)
-        }
+        Some(opts) if cache.is_none() && ranges.is_empty() => Some(run_backward(
+            dev,
+            case,
+            p,
+            &x,
+            call,
+            &bufs,
+            ck.zip(ck_run.as_ref().map(|r| &r.result)),
+            opts,
+            seed,
+        )?),
         _ => None,
     };
+    drop(ck_run);
     drop((arrays, bias, slopes, rng, mask));
 
     let truth = attn_ref::forward(p, &x).map_err(|e| e.to_string())?;
@@ -880,6 +1022,165 @@ pub fn run_fwd(dev: &Device, case: &FwdCase, seed: u64) -> Result<FwdOutcome, St
     })
 }
 
+/// A forward run through `mem_eff_forward_ck`.
+struct CkRun {
+    result: MemEffForward,
+    /// With the default generator: the `(seed, offset)` it drew (the mask's).
+    drawn: Option<(u64, u64)>,
+}
+
+/// A caller view of one of the case's q/k/v buffers.
+fn call_view(r: Buf, shape: [usize; 4], dtype: DType, layout: Layout) -> TensorRef {
+    TensorRef {
+        ptr: r.ptr,
+        len: r.len,
+        dtype,
+        shape,
+        strides: strides(shape, layout),
+    }
+}
+
+/// The case's bias as a view of its buffer.
+fn bias_ref(b: &Bufs, x: &Inputs) -> Option<BiasRef> {
+    match (b.bias, &x.bias) {
+        (Some(buf), Some(t)) => Some(BiasRef {
+            ptr: buf.ptr,
+            len: buf.len,
+            dtype: host_dtype(t.dtype),
+            shape: t.shape,
+            strides: t.strides.map(|s| s as i64),
+        }),
+        _ => None,
+    }
+}
+
+/// An allocated tensor of `dtype` elements, read back as f32.
+fn ck_f32<R: Copy>(
+    t: &CkTensor<R>,
+    dtype: DType,
+    s: &attn_host::Stream,
+) -> Result<Vec<f32>, String> {
+    let e = |e: attn_host::Error| e.to_string();
+    Ok(match dtype {
+        DType::F32 => t.to_host::<f32>(s).map_err(e)?,
+        DType::F16 => t
+            .to_host::<u16>(s)
+            .map_err(e)?
+            .into_iter()
+            .map(|x| half::f16::from_bits(x).to_f32())
+            .collect(),
+        DType::Bf16 => t
+            .to_host::<u16>(s)
+            .map_err(e)?
+            .into_iter()
+            .map(|x| half::bf16::from_bits(x).to_f32())
+            .collect(),
+    })
+}
+
+/// The forward's `dropout_randval` `[nb, Hq, max_sq', max_sk']` (the call's own extents: the
+/// totals in varlen mode without a bias) cut to the problem's `[nb, Hq, max_sq, max_sk]`.
+fn ck_mask(p: &Problem, m: &CkTensor<MaskRef>, s: &attn_host::Stream) -> Result<Vec<u8>, String> {
+    let all = m.to_host::<u8>(s).map_err(|e| e.to_string())?;
+    let [nb, hq, mq, mk] = p.bias_shape();
+    let [_, _, cq, ckk] = m.view().shape;
+    if cq < mq || ckk < mk {
+        return Err(format!(
+            "dropout_randval is [.., {cq}, {ckk}], smaller than the problem's [.., {mq}, {mk}]"
+        ));
+    }
+    let mut out = Vec::with_capacity(nb * hq * mq * mk);
+    for bh in 0..nb * hq {
+        for i in 0..mq {
+            let row = (bh * cq + i) * ckk;
+            out.extend_from_slice(&all[row..row + mk]);
+        }
+    }
+    Ok(out)
+}
+
+/// Runs the case's forward through `mem_eff_forward_ck` on the harness's buffers.
+fn ck_forward(
+    dev: &Device,
+    case: &FwdCase,
+    p: &Problem,
+    x: &Inputs,
+    b: &Bufs,
+    ck: CkOpts,
+) -> Result<CkRun, String> {
+    let e = |e: attn_host::Error| e.to_string();
+    let stream = dev.default_stream();
+    let dtype = host_dtype(p.dtype);
+    let view = |r: Buf, shape| call_view(r, shape, dtype, case.layout);
+    let i32s = |r: Buf| I32Ref {
+        ptr: r.ptr,
+        len: r.len,
+    };
+    let (cu, starts) = match (b.cu_seqlens, ck.seq_names) {
+        (None, _) => ((None, None), (None, None)),
+        (Some((q, k)), SeqNames::CuSeqlens) => ((Some(i32s(q)), Some(i32s(k))), (None, None)),
+        (Some((q, k)), SeqNames::Seqstart) => ((None, None), (Some(i32s(q)), Some(i32s(k)))),
+        (Some((q, k)), SeqNames::Both) => (
+            (Some(i32s(q)), Some(i32s(k))),
+            (Some(i32s(q)), Some(i32s(k))),
+        ),
+    };
+    let d = p.dropout.filter(|d| d.p > 0.0);
+    let mut generator = match (ck.generator, d) {
+        (CkGenerator::Host, Some(d)) => Some(PhiloxGenerator::host(d.seed, d.offset)),
+        (CkGenerator::Device, Some(d)) => {
+            Some(PhiloxGenerator::device(dev, d.seed, d.offset).map_err(e)?)
+        }
+        _ => None,
+    };
+    // SAFETY: every view is of a live allocation on `dev` sized by the plan's checks; the
+    // buffers outlive the synchronisation after this call.
+    let result = unsafe {
+        attn_host::mem_eff_forward_ck(
+            &stream,
+            view(b.q, p.q_shape()),
+            view(b.k, p.k_shape()),
+            view(b.v, p.v_shape()),
+            d.map_or(0.0, |d| d.p as f32),
+            ck.randval,
+            Some(p.mask != attn_ref::Mask::None),
+            p.scale,
+            bias_ref(b, x),
+            ck.give_outputs.then(|| view(b.out, p.out_shape())),
+            cu.0,
+            cu.1,
+            starts.0,
+            starts.1,
+            generator.as_mut(),
+            b.seqused_k.map(i32s),
+        )
+    }
+    .map_err(e)?;
+    stream.synchronize().map_err(e)?;
+    // The Philox the call used must be the generator's draw at the problem's (seed, offset).
+    let drawn = match (result.philox, &result.philox_state, ck.generator, d) {
+        (None, _, _, None) => None,
+        (Some(Philox::Host { seed, offset }), None, CkGenerator::Default, Some(_)) => {
+            Some((seed, offset))
+        }
+        (Some(Philox::Host { seed, offset }), None, CkGenerator::Host, Some(d)) => {
+            if (seed, offset) != (d.seed, d.offset) {
+                return Err(format!("host generator drew {seed}/{offset}"));
+            }
+            None
+        }
+        (Some(Philox::Device { .. }), Some(snap), CkGenerator::Device, Some(d)) => {
+            let got = snap.read(&stream).map_err(e)?;
+            if got != (d.seed, d.offset) {
+                return Err(format!("device generator's snapshot holds {got:?}"));
+            }
+            None
+        }
+        (got, _, g, _) => return Err(format!("generator {g:?} returned {got:?}")),
+    };
+    Ok(CkRun { result, drawn })
+}
+
 /// What the backward of a case wrote (BMHK order), and its repeat differences.
 struct BwdGot {
     dout: Tensor,
@@ -902,6 +1203,7 @@ fn run_backward(
     x: &Inputs,
     call: Forward,
     b: &Bufs,
+    ck: Option<(CkOpts, &MemEffForward)>,
     opts: BwdOpts,
     seed: u64,
 ) -> Result<BwdGot, String> {
@@ -941,39 +1243,116 @@ fn run_backward(
         } else {
             None
         };
-        let mut bwd = Backward::new(
-            call,
-            tref(&d_o, p.out_shape()),
-            tref(&dq, qs),
-            tref(&dk, ks),
-            tref(&dv, vs),
-        )
-        .zero_tensors(opts.zero_tensors)
-        .deterministic(true);
-        if let Some(r) = &db {
+        let dbias_ref = db.as_ref().map(|r| {
             let (len, st) = contiguous4(bshape);
-            bwd = bwd.dbias(BiasRef {
+            BiasRef {
                 ptr: r.ptr(),
                 len: len.min(r.len()),
                 dtype: bias_dtype,
                 shape: bshape,
                 strides: st,
-            });
-        }
-        let _ = b;
-        // SAFETY: every buffer is a live allocation on `dev` whose length the plan checks; they
-        // outlive the synchronisation below.
-        unsafe { bwd.launch(&stream) }.map_err(e)?;
-        stream.synchronize().map_err(e)?;
-        let read = |r: &Raw, shape| -> Result<Vec<f32>, String> {
-            let v = r.to_f32(dtype, &stream).map_err(e)?;
-            Ok(to_bmhk(&v[..numel(shape)], shape, case.layout))
+            }
+        });
+        let all = match ck {
+            None => {
+                let mut bwd = Backward::new(
+                    call,
+                    tref(&d_o, p.out_shape()),
+                    tref(&dq, qs),
+                    tref(&dk, ks),
+                    tref(&dv, vs),
+                )
+                .zero_tensors(opts.zero_tensors)
+                .deterministic(true);
+                if let Some(d) = dbias_ref {
+                    bwd = bwd.dbias(d);
+                }
+                // SAFETY: every buffer is a live allocation on `dev` whose length the plan
+                // checks; they outlive the synchronisation below.
+                unsafe { bwd.launch(&stream) }.map_err(e)?;
+                stream.synchronize().map_err(e)?;
+                let read = |r: &Raw, shape| -> Result<Vec<f32>, String> {
+                    let v = r.to_f32(dtype, &stream).map_err(e)?;
+                    Ok(to_bmhk(&v[..numel(shape)], shape, case.layout))
+                };
+                let mut all = vec![read(&dq, qs)?, read(&dk, ks)?, read(&dv, vs)?];
+                if let Some(r) = &db {
+                    let v = r.to_f32(bias_dtype, &stream).map_err(e)?;
+                    all.push(v[..numel(bshape)].to_vec());
+                }
+                all
+            }
+            Some((ck, fwd)) => {
+                let give = ck.give_outputs;
+                let (mq, mk) = p.max_seqlens();
+                let cu = |q: bool| {
+                    b.cu_seqlens.map(|(cq, ck_)| {
+                        let r = if q { cq } else { ck_ };
+                        I32Ref {
+                            ptr: r.ptr,
+                            len: r.len,
+                        }
+                    })
+                };
+                // SAFETY: every view is of a live allocation on `dev` (the harness's buffers
+                // or the forward's), sized by the plan's checks; they outlive the
+                // synchronisation below; `fwd` keeps a device generator's snapshot alive.
+                let r = unsafe {
+                    attn_host::mem_eff_backward_ck(
+                        &stream,
+                        tref(&d_o, p.out_shape()),
+                        call_view(b.q, p.q_shape(), dtype, case.layout),
+                        call_view(b.k, p.k_shape(), dtype, case.layout),
+                        call_view(b.v, p.v_shape(), dtype, case.layout),
+                        fwd.output.view(),
+                        fwd.lse.view(),
+                        give.then(|| tref(&dq, qs)),
+                        give.then(|| tref(&dk, ks)),
+                        give.then(|| tref(&dv, vs)),
+                        bias_ref(b, x),
+                        want_dbias,
+                        dbias_ref.filter(|_| give),
+                        cu(true),
+                        cu(false),
+                        mq,
+                        mk,
+                        p.dropout.map_or(0.0, |d| d.p as f32),
+                        p.softmax_scale(),
+                        p.mask != attn_ref::Mask::None,
+                        true,
+                        opts.zero_tensors,
+                        fwd.philox,
+                    )
+                }
+                .map_err(e)?;
+                stream.synchronize().map_err(e)?;
+                let read = |given: &Raw, t: &CkTensor<TensorRef>, shape| {
+                    let (v, layout) = match t.storage() {
+                        None => (given.to_f32(dtype, &stream).map_err(e)?, case.layout),
+                        Some(_) => (ck_f32(t, dtype, &stream)?, Layout::Bmhk),
+                    };
+                    Ok::<_, String>(to_bmhk(&v[..numel(shape)], shape, layout))
+                };
+                let mut all = vec![
+                    read(&dq, &r.dq, qs)?,
+                    read(&dk, &r.dk, ks)?,
+                    read(&dv, &r.dv, vs)?,
+                ];
+                match (&r.dbias, &db) {
+                    (Some(t), Some(given)) => {
+                        let v = match t.storage() {
+                            None => given.to_f32(bias_dtype, &stream).map_err(e)?,
+                            Some(_) => ck_f32(t, bias_dtype, &stream)?,
+                        };
+                        all.push(v[..numel(bshape)].to_vec());
+                    }
+                    (None, None) => {}
+                    _ => return Err("mem_eff_backward_ck: dbias presence mismatch".into()),
+                }
+                all
+            }
         };
-        let mut all = vec![read(&dq, qs)?, read(&dk, ks)?, read(&dv, vs)?];
-        if let Some(r) = &db {
-            let v = r.to_f32(bias_dtype, &stream).map_err(e)?;
-            all.push(v[..numel(bshape)].to_vec());
-        }
+
         match &first {
             None => first = Some(all.clone()),
             Some(f) => {

@@ -88,6 +88,17 @@ fn backward_gqa_ragged_and_long() {
             ));
         }
     }
+    // One key for every row (P = 1): the truth's dq and dk are exactly 0, and so must be ours
+    // up to the pass rule's 1e-6 floor however many rows and group heads sum into dk.
+    for (n, dt) in DTYPES.into_iter().enumerate() {
+        for (sq, d) in [(70, 40), (1000, 64), (333, 128)] {
+            cases.push(bwd(
+                Problem::new(dt, 2, sq, 1, 8, [1, 2, 8][n], d, d),
+                [Layout::Bmhk, Layout::Bhmk][n % 2],
+                false,
+            ));
+        }
+    }
     check_cases("backward_gqa_ragged_and_long", 0xb1, &cases);
 }
 
@@ -281,5 +292,58 @@ fn backward_on_owned_buffers() {
         ("dv", host(&dv), &truth.dv, &lowp.dv),
     ] {
         attn_ref::check(&got, t, l).named(name).assert_passed();
+    }
+}
+
+mod properties {
+    use super::*;
+    use attn_ref::strategy::{Config, problem};
+    use attn_tests::{device_or_skip, run_fwd};
+    use proptest::prelude::*;
+    use proptest::test_runner::FileFailurePersistence;
+    use std::sync::OnceLock;
+
+    /// One device for every case.
+    fn device() -> Option<&'static attn_host::Device> {
+        static DEV: OnceLock<Option<attn_host::Device>> = OnceLock::new();
+        DEV.get_or_init(|| device_or_skip("bwd: proptest over attn-ref strategies"))
+            .as_ref()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(48),
+            failure_persistence: Some(Box::new(FileFailurePersistence::WithSource("regressions"))),
+            ..ProptestConfig::default()
+        })]
+
+        /// Whole random problems from `attn-ref`'s strategies with every feature (every mask,
+        /// GQA ratio, ragged lengths, odd head dims, scales, varlen with empty sequences,
+        /// `seqused_k`, broadcast bias with or without `dbias`, ALiBi, softcap, dropout with host
+        /// or device seeds), both layouts, `zero_tensors` or not: the forward, then its backward,
+        /// judged against the f64 truth and the blocked low-precision backward.
+        #[test]
+        fn random_problems_backward_matches_the_reference(
+            p in problem(&Config { max_seqlen: 200, max_window: 40, ..Config::default() }),
+            bhmk in any::<bool>(),
+            device_rng in any::<bool>(),
+            dbias in any::<bool>(),
+            zero_tensors in any::<bool>(),
+            seed in any::<u64>(),
+        ) {
+            let Some(dev) = device() else { return Ok(()) };
+            let mut case = FwdCase::new(p, if bhmk { Layout::Bhmk } else { Layout::Bmhk })
+                .with_backward(BwdOpts { dbias, zero_tensors, repeats: 0 });
+            if device_rng {
+                case = case.with_device_rng();
+            }
+            let o = match run_fwd(dev, &case, seed) {
+                // Not built for this target (a typed Unsupported), not a result.
+                Err(e) if e.contains("is not built for") => return Ok(()),
+                r => r.map_err(TestCaseError::fail)?,
+            };
+            prop_assert!(!o.grads.is_empty(), "{case:?}: no gradients were judged");
+            prop_assert!(o.passed(), "{:?} seed {seed}:\n{}", case, o);
+        }
     }
 }

@@ -28,6 +28,10 @@ pub struct Args {
     /// Targets built at the same time (each cargo build also uses its own jobs).
     #[arg(short, long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=8))]
     pub jobs: u32,
+    /// Build only these targets (e.g. `--only gfx1100`) and print their resource table: a
+    /// quick look at a policy change. Writes and compares nothing.
+    #[arg(long, value_delimiter = ',')]
+    pub only: Vec<String>,
 }
 
 /// One GPU target.
@@ -495,10 +499,11 @@ fn build_all(
     out: &Path,
     tc: &Toolchain,
     ptxas: &Ptxas,
+    specs: &[&Spec],
     jobs: usize,
     ui: &Ui,
 ) -> Result<(Manifest, Vec<String>), Exit> {
-    let total = ui.multi.add(ProgressBar::new(TARGETS.len() as u64));
+    let total = ui.multi.add(ProgressBar::new(specs.len() as u64));
     total.set_style(
         ProgressStyle::with_template("{prefix:>10.bold} [{bar:30}] {pos}/{len} targets {elapsed}")
             .expect("valid template")
@@ -507,13 +512,13 @@ fn build_all(
     total.set_prefix("kernels");
     let next = AtomicUsize::new(0);
     let results: Mutex<Vec<Option<Result<Built, String>>>> =
-        Mutex::new((0..TARGETS.len()).map(|_| None).collect());
+        Mutex::new((0..specs.len()).map(|_| None).collect());
     std::thread::scope(|s| {
-        for _ in 0..jobs.min(TARGETS.len()) {
+        for _ in 0..jobs.min(specs.len()) {
             s.spawn(|| {
                 loop {
                     let i = next.fetch_add(1, Ordering::SeqCst);
-                    let Some(spec) = TARGETS.get(i) else { break };
+                    let Some(&spec) = specs.get(i) else { break };
                     let pb = ui.spinner(spec.cpu);
                     let r = build_target(spec, root, out, tc, ptxas, &pb, ui);
                     match &r {
@@ -775,11 +780,49 @@ pub fn run(args: &Args) -> Result<(), Exit> {
         .prefix("attn-kernels-")
         .tempdir()
         .map_err(|e| Exit::failed(format!("creating a temporary folder: {e}")))?;
-    let (manifest, extra) = build_all(&root, tmp.path(), &tc, &ptxas, args.jobs as usize, &ui)?;
+    let specs: Vec<&Spec> = TARGETS
+        .iter()
+        .filter(|t| args.only.is_empty() || args.only.iter().any(|o| o == t.cpu))
+        .collect();
+    if specs.is_empty() {
+        return Err(Exit::failed(format!(
+            "--only {:?} names no target (targets: {})",
+            args.only,
+            TARGETS.map(|t| t.cpu).join(", ")
+        )));
+    }
+    let (manifest, extra) = build_all(
+        &root,
+        tmp.path(),
+        &tc,
+        &ptxas,
+        &specs,
+        args.jobs as usize,
+        &ui,
+    )?;
     ui.multi.clear().ok();
 
     let problems = report(&manifest, &extra);
     let elapsed = start.elapsed().as_secs_f64();
+    if !args.only.is_empty() {
+        println!(
+            "
+--only: built {} target(s) in {elapsed:.0} s; nothing written",
+            specs.len()
+        );
+        return if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(Exit {
+                code: Exit::RESOURCES,
+                message: format!(
+                    "{} kernel problem(s):\n  {}",
+                    problems.len(),
+                    problems.join("\n  ")
+                ),
+            })
+        };
+    }
     let mut mismatch = Vec::new();
     if args.check {
         mismatch = compare(&dest, tmp.path());

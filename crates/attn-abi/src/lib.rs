@@ -402,7 +402,30 @@ pub struct ZeroParams {
 // SAFETY: `#[repr(C)]`, only integers, 64 bytes, align 8, explicit padding.
 unsafe impl KernelParams for ZeroParams {}
 
+/// Parameters of `attn_philox_advance`, the step of a graph-safe Philox generator whose
+/// `(seed, offset)` pair lives in device memory (semantics.md §4): one thread copies the pair at
+/// `state` to `snapshot` (when non-null), which the next call reads its key and counter base
+/// from, then adds `increment` (wrapping) to the state's offset. Enqueued on the stream before
+/// that call, it is captured into a CUDA/HIP graph like any kernel, so every replay draws a
+/// fresh mask.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PhiloxAdvanceParams {
+    /// Device address of the generator's `[seed, offset]` (two u64, 8-byte aligned).
+    pub state: u64,
+    /// Device address of the call's `[seed, offset]` copy (two u64), or 0 for none.
+    pub snapshot: u64,
+    /// The counter bases the call consumes.
+    pub increment: u64,
+    /// Explicit padding.
+    pub _pad: u64,
+}
+
+// SAFETY: `#[repr(C)]`, four u64, 32 bytes, align 8, no padding.
+unsafe impl KernelParams for PhiloxAdvanceParams {}
+
 const _: () = {
+    assert!(core::mem::size_of::<PhiloxAdvanceParams>() == 32);
     assert!(core::mem::size_of::<FwdParams>() == 480);
     assert!(core::mem::align_of::<FwdParams>() == 8);
     assert!(core::mem::offset_of!(FwdParams, q_strides) == 40);
@@ -476,6 +499,9 @@ pub enum KernelId {
         /// Bits per element: 16 or 32.
         bits: u32,
     },
+    /// `attn_philox_advance`: adds to a device-resident Philox counter base
+    /// ([`PhiloxAdvanceParams`]).
+    PhiloxAdvance,
 }
 
 /// The compile-time variants of the forward kernel. Masks and GQA are run-time in all three;
@@ -539,6 +565,7 @@ impl KernelId {
                 write!(w, "attn_bwd_dkdv_{}_d{}", dtype.name(), head_dim)
             }
             KernelId::Zero { bits } => write!(w, "attn_zero_b{bits}"),
+            KernelId::PhiloxAdvance => w.write_str("attn_philox_advance"),
         }
     }
 }

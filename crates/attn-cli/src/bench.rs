@@ -17,6 +17,7 @@
 use attn_abi::DType;
 use attn_host::{Align, Device, DeviceBuffer, Forward, LseRef, Mask, Result, TensorRef};
 use comfy_table::Table;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 use std::path::PathBuf;
 
@@ -41,7 +42,8 @@ pub(crate) struct Args {
     /// Path of the peers script.
     #[arg(long, default_value = "bench/torch_peers.py")]
     peers_script: PathBuf,
-    /// Write all rows as JSON here.
+    /// Write all rows as JSON here, and their plot beside it (same stem, `.svg`; `attn plot`
+    /// draws it again from the JSON).
     #[arg(long)]
     json: Option<PathBuf>,
     /// Time the feature rows instead of the canonical table (bf16, D = 128, Hq = Hk = 16:
@@ -139,6 +141,9 @@ struct Row {
     shape: Shape,
     ms: f64,
     tflops: f64,
+    /// Device memory the call needs beyond its inputs and outputs, bytes (the backward's
+    /// `delta`; 0 for the forward).
+    extra_bytes: usize,
     peers: serde_json::Map<String, serde_json::Value>,
 }
 
@@ -147,7 +152,8 @@ fn median(mut x: Vec<f32>) -> f64 {
     x[x.len() / 2] as f64
 }
 
-fn time_shape(dev: &Device, s: &Shape, iters: usize) -> Result<f64> {
+/// Times one shape: the median milliseconds, and the extra device memory the call needs (bytes).
+fn time_shape(dev: &Device, s: &Shape, iters: usize) -> Result<(f64, usize)> {
     let dtype = if s.dtype == "bf16" {
         DType::Bf16
     } else {
@@ -208,6 +214,10 @@ fn time_shape(dev: &Device, s: &Shape, iters: usize) -> Result<f64> {
         let delta = dev.alloc::<f32>(lse.len())?;
         let b = attn_host::Backward::new(c, t(dout), t(dq), t(dk), t(&dv))
             .delta_workspace(delta.ptr(), delta.len() * 4);
+        let target = dev.code_object_target()?;
+        let family = attn_tests::Family::of_arch(&target)
+            .ok_or_else(|| attn_host::Error::unsupported(format!("no tile policy for {target}")))?;
+        let extra = b.plan(family)?.delta_bytes;
         for i in 0..iters + 3 {
             // SAFETY: all buffers are live allocations on `dev` sized for `shape`; the
             // gradients (set 1 and `dv`) do not overlap the forward's buffers.
@@ -216,7 +226,7 @@ fn time_shape(dev: &Device, s: &Shape, iters: usize) -> Result<f64> {
                 times.push(ms);
             }
         }
-        return Ok(median(times));
+        return Ok((median(times), extra));
     }
     for i in 0..iters + 3 {
         let c = call(i);
@@ -226,7 +236,7 @@ fn time_shape(dev: &Device, s: &Shape, iters: usize) -> Result<f64> {
             times.push(ms);
         }
     }
-    Ok(median(times))
+    Ok((median(times), 0))
 }
 
 /// Runs a peers script (`python3 SCRIPT IN OUT`) on `request` (JSON in a temporary file named by
@@ -327,10 +337,24 @@ pub(crate) fn run(a: &Args) -> Result<()> {
         return cpu_bench();
     };
     let shapes = shapes(a);
-    let peer_rows = peers(a, &shapes);
+    let peer_rows = {
+        let sp = spinner(&format!("torch peers ({} shapes)", shapes.len()));
+        let r = peers(a, &shapes);
+        sp.finish_and_clear();
+        r
+    };
     let mut table = Table::new();
     let mut header = vec![
-        "pass", "dtype", "D", "causal", "S", "B", "H", "ms", "TFLOP/s",
+        "pass",
+        "dtype",
+        "D",
+        "causal",
+        "S",
+        "B",
+        "H",
+        "ms",
+        "TFLOP/s",
+        "extra MiB",
     ];
     if !peer_rows.is_empty() {
         header.extend([
@@ -344,8 +368,17 @@ pub(crate) fn run(a: &Args) -> Result<()> {
     }
     table.set_header(header);
     let mut rows = Vec::new();
+    let bar = progress(shapes.len(), pass_name(a));
     for s in shapes {
-        let ms = time_shape(&dev, &s, a.iters)?;
+        bar.set_message(format!(
+            "{} D={} {}S={}",
+            s.dtype,
+            s.d,
+            if s.causal { "causal " } else { "" },
+            s.seqlen
+        ));
+        let (ms, extra_bytes) = time_shape(&dev, &s, a.iters)?;
+        bar.inc(1);
         let tflops = s.flops() / ms / 1e9;
         let mut peers = serde_json::Map::new();
         for p in &peer_rows {
@@ -368,6 +401,7 @@ pub(crate) fn run(a: &Args) -> Result<()> {
             s.heads.to_string(),
             format!("{ms:.3}"),
             format!("{tflops:.1}"),
+            format!("{:.1}", extra_bytes as f64 / (1 << 20) as f64),
         ];
         if !peer_rows.is_empty() {
             let get = |k: &str| peers.get(k).and_then(|v| v.as_f64());
@@ -383,15 +417,62 @@ pub(crate) fn run(a: &Args) -> Result<()> {
             shape: s,
             ms,
             tflops,
+            extra_bytes,
             peers,
         });
     }
+    bar.finish_and_clear();
     println!("{table}");
     if let Some(p) = &a.json {
         std::fs::write(p, serde_json::to_vec_pretty(&rows).unwrap_or_default())
             .map_err(|e| attn_host::Error::invalid("--json", "a writable path", e))?;
         println!("wrote {}", p.display());
+        write_plot(p, &rows)?;
     }
+    Ok(())
+}
+
+/// The canonical table's pass, as the progress bar names it.
+fn pass_name(a: &Args) -> &'static str {
+    if a.pass == "bwd" { "bwd" } else { "fwd" }
+}
+
+/// The template of [`progress`]: what, bar, done/all, elapsed, estimate, the current row.
+const PROGRESS_TEMPLATE: &str = "{prefix} [{bar:32}] {pos}/{len} {elapsed} (eta {eta}) {msg}";
+
+/// A progress bar over `n` rows, drawn on stderr (hidden when stderr is not a terminal, so that
+/// logs stay clean). Lines printed while it runs go through [`ProgressBar::suspend`].
+pub(crate) fn progress(n: usize, what: &str) -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(Some(n as u64), ProgressDrawTarget::stderr());
+    bar.set_style(
+        ProgressStyle::with_template(PROGRESS_TEMPLATE)
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(what.to_string());
+    bar
+}
+
+/// A spinner on stderr while `what` runs outside our control (the peers script); hidden when
+/// stderr is not a terminal.
+pub(crate) fn spinner(what: &str) -> ProgressBar {
+    let sp = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+    sp.set_style(
+        ProgressStyle::with_template("{spinner} {msg} {elapsed}")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    sp.set_message(what.to_string());
+    sp.enable_steady_tick(std::time::Duration::from_millis(120));
+    sp
+}
+
+/// Plots `doc` (what was just written to the `--json` path `json`) beside it and prints the
+/// plot's path.
+pub(crate) fn write_plot(json: &std::path::Path, doc: &impl Serialize) -> Result<()> {
+    let svg = crate::plot::write_beside(json, doc).map_err(|e| {
+        attn_host::Error::invalid("--json", "a path beside which the plot can be written", e)
+    })?;
+    println!("wrote {}", svg.display());
     Ok(())
 }
 
@@ -901,7 +982,10 @@ mod features {
                 a.feature_peers_script.display(),
                 rows.len()
             );
-            peers(a, &rows)
+            let sp = super::spinner(&format!("torch feature peers ({} rows)", rows.len()));
+            let r = peers(a, &rows);
+            sp.finish_and_clear();
+            r
         } else {
             (Vec::new(), None)
         };
@@ -912,8 +996,11 @@ mod features {
         let io = Io::new(&dev)?;
         let mut out = Vec::new();
         let n = rows.len();
+        let bar = super::progress(n, "features");
         for (i, f) in rows.into_iter().enumerate() {
+            bar.set_message(label(&f));
             let r = time_row(&dev, &stream, &io, &f, a.iters);
+            bar.inc(1);
             let (ms, error) = match r {
                 Ok(ms) => (Some(ms), None),
                 Err(e) => (None, Some(e.to_string())),
@@ -933,15 +1020,17 @@ mod features {
                     peers.insert(name.to_string(), Value::Object(o));
                 }
             }
-            eprintln!(
-                "[{}/{n}] {}: {}",
-                i + 1,
-                label(&f),
-                match (ms, tflops, &error) {
-                    (Some(ms), Some(t), _) => format!("{ms:.3} ms, {t:.1} TFLOP/s"),
-                    (_, _, e) => format!("error: {}", short(e.as_deref().unwrap_or(""), 200)),
-                }
-            );
+            bar.suspend(|| {
+                eprintln!(
+                    "[{}/{n}] {}: {}",
+                    i + 1,
+                    label(&f),
+                    match (ms, tflops, &error) {
+                        (Some(ms), Some(t), _) => format!("{ms:.3} ms, {t:.1} TFLOP/s"),
+                        (_, _, e) => format!("error: {}", short(e.as_deref().unwrap_or(""), 200)),
+                    }
+                )
+            });
             out.push(Row {
                 feature: f,
                 ms,
@@ -950,11 +1039,13 @@ mod features {
                 peers,
             });
         }
+        bar.finish_and_clear();
         print_table(&out, &skipped);
         if let Some(p) = &a.json {
             std::fs::write(p, serde_json::to_vec_pretty(&out).unwrap_or_default())
                 .map_err(|e| Error::invalid("--json", "a writable path", e))?;
             println!("wrote {}", p.display());
+            super::write_plot(p, &out)?;
         }
         Ok(())
     }
@@ -1042,5 +1133,70 @@ mod features {
                 println!("  {row} S {} {who}: {msg}", s.join(","));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plot::{Figure, OURS};
+
+    /// The rows the canonical table writes to `--json` plot beside it: a panel per (dtype, D,
+    /// causal), ours and the peers in TFLOP/s against S, and `attn plot` reads the file back to
+    /// the same figure.
+    #[test]
+    fn canonical_rows_plot_beside_the_json() {
+        let a = Args {
+            max_seqlen: 2048,
+            d: Some(64),
+            pass: "bwd".into(),
+            ..Default::default()
+        };
+        let rows: Vec<Row> = shapes(&a)
+            .into_iter()
+            .map(|s| {
+                let ms = s.seqlen as f64 / 1000.0;
+                let mut peers = serde_json::Map::new();
+                peers.insert("flash".into(), serde_json::json!(123.0));
+                peers.insert("cudnn".into(), serde_json::Value::Null);
+                Row {
+                    tflops: s.flops() / ms / 1e9,
+                    ms,
+                    extra_bytes: 0,
+                    peers,
+                    shape: s,
+                }
+            })
+            .collect();
+        let dir = std::env::temp_dir().join(format!("attn_bench_plot_{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let json = dir.join("bwd.json");
+        std::fs::write(&json, serde_json::to_vec_pretty(&rows).unwrap()).unwrap();
+        write_plot(&json, &rows).unwrap();
+        let svg = std::fs::read_to_string(dir.join("bwd.svg")).unwrap();
+        let doc: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+        let f = Figure::from_bench_json(&doc).unwrap();
+        assert_eq!(svg, f.render_svg().unwrap());
+        assert!(f.title.contains("backward"), "{}", f.title);
+        let titles: Vec<&str> = f.panels.iter().map(|p| p.title.as_str()).collect();
+        assert_eq!(
+            titles,
+            [
+                "bf16 D=64 non-causal",
+                "bf16 D=64 causal",
+                "f16 D=64 non-causal",
+                "f16 D=64 causal"
+            ]
+        );
+        for p in &f.panels {
+            let names: Vec<&str> = p.series.iter().map(|s| s.name.as_str()).collect();
+            assert_eq!(names, [OURS, "torch flash"]);
+            let xs: Vec<f64> = p.series[0].points.iter().map(|q| q.x).collect();
+            assert_eq!(xs, [512.0, 1024.0, 2048.0]);
+        }
+        let q = &f.panels[0].series[0].points[1];
+        assert!((q.y - rows[1].tflops).abs() < 1e-9);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -28,7 +28,7 @@ use attn_abi::{
     BWD_DBIAS, BWD_DBIAS_F32, BwdParams, DType, FLAG_VEC16, KernArgs, KernelId, ZeroParams,
 };
 use attn_kernels::bwd::policy::{
-    BWD_THREADS, BwdKernel, PRE_ROWS, bwd_instantiated, bwd_smem_bytes, bwd_tile,
+    BWD_THREADS, BwdKernel, bwd_instantiated, bwd_smem_bytes, bwd_tile, pre_rows, pre_smem_bytes,
 };
 use attn_kernels::fwd::policy::Family;
 
@@ -254,7 +254,13 @@ impl Backward {
             fp.max_seqlen_k as usize,
         );
         let delta_len = lse.len.max(1);
-        let delta_bytes = delta_len * 4;
+        let delta_bytes = delta_len.checked_mul(4).ok_or_else(|| {
+            Error::invalid(
+                "lse.len",
+                "at most usize::MAX / 4 elements (delta is f32 in lse's extent)",
+                lse.len,
+            )
+        })?;
         let delta = match self.delta {
             None => 0,
             Some((ptr, bytes)) => {
@@ -316,8 +322,12 @@ impl Backward {
         };
         let pre = (!empty && max_sq > 0).then(|| BwdLaunch {
             kernel: KernelId::BwdPre { dtype },
-            grid: [max_sq.div_ceil(PRE_ROWS) as u32, hq as u32, nb as u32],
-            shared_bytes: 0,
+            grid: [
+                max_sq.div_ceil(pre_rows(family, dtype)) as u32,
+                hq as u32,
+                nb as u32,
+            ],
+            shared_bytes: pre_smem_bytes(family, dtype) as u32,
         });
         Ok(BwdPlan {
             params,
@@ -535,7 +545,14 @@ mod tests {
                     head_dim: 64
                 }
             );
-            assert_eq!(p.pre.unwrap().grid[0], SQ.div_ceil(PRE_ROWS) as u32);
+            assert_eq!(
+                p.pre.unwrap().grid[0],
+                SQ.div_ceil(pre_rows(Family::Sm90, dtype)) as u32
+            );
+            assert_eq!(
+                p.pre.unwrap().shared_bytes as usize,
+                pre_smem_bytes(Family::Sm90, dtype)
+            );
             assert!(p.zeros.is_empty());
             assert_eq!(p.delta_bytes, B * HQ * SQ * 4);
             assert_eq!(p.params.fwd.flags & FLAG_VEC16, FLAG_VEC16);
@@ -752,5 +769,20 @@ mod tests {
         let p = empty.plan(Family::Sm80).unwrap();
         assert!(p.dq.is_none() && p.pre.is_none());
         assert!(p.dkdv.is_some());
+    }
+
+    #[test]
+    fn an_lse_too_long_for_delta_is_a_typed_error() {
+        // Found by the `plan` fuzz target: `lse.len · 4` overflowed (fuzz/corpus/plan/bug-3-*).
+        let mut b = call(DType::F16);
+        if let Some(l) = &mut b.fwd.lse {
+            l.len = usize::MAX;
+        }
+        assert_eq!(invalid_what(&b), "lse.len");
+        b.fwd.lse.as_mut().unwrap().len = usize::MAX / 4;
+        assert_eq!(
+            b.plan(Family::Sm90).unwrap().delta_bytes,
+            usize::MAX / 4 * 4
+        );
     }
 }

@@ -168,6 +168,7 @@ impl Device {
             device: self.clone(),
             handle: 0,
             owned: false,
+            keep: None,
         }
     }
 
@@ -177,6 +178,7 @@ impl Device {
             device: self.clone(),
             handle: self.backend().stream_create()?,
             owned: true,
+            keep: None,
         })
     }
 
@@ -189,6 +191,26 @@ impl Device {
             device: self.clone(),
             handle,
             owned: false,
+            keep: None,
+        }
+    }
+
+    /// [`Device::stream_from_raw`] that also holds `keep` (the owner of the stream, e.g. a
+    /// cudarc `Arc<CudaStream>`) for as long as the returned stream lives.
+    ///
+    /// # Safety
+    /// `handle` must be a live stream of this device's context while `keep` is alive.
+    #[cfg_attr(not(feature = "cudarc"), allow(dead_code))]
+    pub(crate) unsafe fn stream_from_raw_kept(
+        &self,
+        handle: StreamHandle,
+        keep: Box<dyn std::any::Any + Send + Sync>,
+    ) -> Stream {
+        Stream {
+            device: self.clone(),
+            handle,
+            owned: false,
+            keep: Some(keep),
         }
     }
 
@@ -223,6 +245,8 @@ pub struct Stream {
     device: Device,
     handle: StreamHandle,
     owned: bool,
+    /// The owner of a borrowed stream, kept alive with it (see `Device::stream_from_raw_kept`).
+    keep: Option<Box<dyn std::any::Any + Send + Sync>>,
 }
 
 impl Stream {
@@ -233,6 +257,11 @@ impl Stream {
     /// The runtime handle (`CUstream` / `hipStream_t`).
     pub fn raw(&self) -> StreamHandle {
         self.handle
+    }
+    /// What [`Device::stream_from_raw_kept`] keeps alive with this stream.
+    #[cfg_attr(not(feature = "cudarc"), allow(dead_code))]
+    pub(crate) fn kept(&self) -> Option<&(dyn std::any::Any + Send + Sync)> {
+        self.keep.as_deref()
     }
     /// Waits for all work on the stream; reports asynchronous kernel failures.
     pub fn synchronize(&self) -> Result<()> {
@@ -280,6 +309,14 @@ impl<T> std::fmt::Debug for DeviceBuffer<T> {
             .field("ptr", &format_args!("{:#x}", self.ptr))
             .field("len", &self.len)
             .finish()
+    }
+}
+
+impl<T> DeviceBuffer<T> {
+    /// The device the buffer lives on.
+    #[cfg_attr(not(feature = "cudarc"), allow(dead_code))]
+    pub(crate) fn device(&self) -> &Device {
+        &self.device
     }
 }
 

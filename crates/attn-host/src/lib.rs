@@ -34,22 +34,30 @@
 //! # Ok(()) }
 //! ```
 pub mod bwd;
+pub mod ck;
 pub mod code_objects;
 pub mod decode;
 pub mod device;
 pub mod driver;
 pub mod error;
+pub mod graph;
+#[cfg(feature = "cudarc")]
+pub mod interop;
 pub mod ops;
+pub mod rng;
 
 pub use attn_abi::{DType, KernelId};
 pub use bwd::{Backward, BwdLaunch, BwdPlan, backward};
+pub use ck::{CkTensor, MemEffBackward, MemEffForward, mem_eff_backward_ck, mem_eff_forward_ck};
 pub use decode::{
     Merge, MergePlan, Packing, Paged, PartialLseRef, PartialsRef, Route, Splits, Workspace,
 };
 pub use device::{Device, DeviceBuffer, Stream};
 pub use driver::{Api, DeviceInfo};
 pub use error::{Error, Result};
+pub use graph::Graph;
 pub use ops::{
     AlibiRef, Align, BiasRef, DROPOUT_MASK_THREADS, Dropout, Forward, FwdOptions, HostElement,
     I32Ref, LseRef, Mask, MaskRef, Philox, Plan, TensorRef, Varlen, abi_echo, forward,
 };
+pub use rng::{DEFAULT_SEED, PhiloxGenerator, PhiloxState};

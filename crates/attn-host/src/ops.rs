@@ -77,7 +77,7 @@ pub enum Mask {
 /// A size-0 dimension counts as size 1 for the strides of the dimensions outside it (as in
 /// PyTorch), so an empty tensor still has distinct, non-zero strides. Strides and the count
 /// saturate instead of overflowing; [`Forward::plan`] rejects such tensors by their extent.
-fn contiguous_layout<const N: usize>(shape: [usize; N]) -> (usize, [i64; N]) {
+pub(crate) fn contiguous_layout<const N: usize>(shape: [usize; N]) -> (usize, [i64; N]) {
     let len = if shape.contains(&0) {
         0
     } else {
@@ -392,6 +392,14 @@ pub(crate) fn check_extent(
             format!("{what}.strides"),
             "offsets that fit in i64",
             "larger",
+        ));
+    }
+    // The last element's last byte must not wrap the address space (kernels add offsets).
+    if ptr as i128 + (last + 1) * esize as i128 > u64::MAX as i128 + 1 {
+        return Err(Error::invalid(
+            format!("{what}.ptr"),
+            "an address whose extent stays below 2^64",
+            format!("{ptr:#x}"),
         ));
     }
     Ok(())
@@ -815,6 +823,14 @@ impl Forward {
         if !scale.is_finite() {
             return Err(Error::invalid("scale", "a finite number", scale));
         }
+        // The kernels take scale · log2(e): it must not overflow to infinity in f32.
+        if !(scale * std::f32::consts::LOG2_E).is_finite() {
+            return Err(Error::invalid(
+                "scale",
+                "|scale| below f32::MAX / log2(e)",
+                scale,
+            ));
+        }
         let side = |what: &str, w: Option<u32>| -> Result<i32> {
             match w {
                 None => Ok(WINDOW_UNBOUNDED),
@@ -1099,8 +1115,14 @@ impl Forward {
                 .checked_mul(dv)
                 .and_then(|x| x.checked_mul(splits as usize))
                 .ok_or_else(|| Error::unsupported("workspace size overflows".to_string()))?;
-            ws_lse_off = (o_elems * 4).div_ceil(16) * 16;
-            workspace_bytes = ws_lse_off + per * splits as usize * 4;
+            ws_lse_off = o_elems
+                .checked_mul(4)
+                .and_then(|x| x.checked_next_multiple_of(16))
+                .ok_or_else(|| Error::unsupported("workspace size overflows".to_string()))?;
+            workspace_bytes = per
+                .checked_mul(splits as usize * 4)
+                .and_then(|x| x.checked_add(ws_lse_off))
+                .ok_or_else(|| Error::unsupported("workspace size overflows".to_string()))?;
             ws_o_strides = [
                 (q_batch * q_rows * hq * dv) as i64,
                 (q_rows * hq * dv) as i64,
@@ -1123,12 +1145,31 @@ impl Forward {
                     w.bytes,
                 ));
             }
+            // The workspace may not wrap around the address space.
+            if w.ptr.checked_add(workspace_bytes as u64).is_none() {
+                return Err(Error::invalid(
+                    "workspace.ptr",
+                    format!("an address with {workspace_bytes} bytes below 2^64 after it"),
+                    format!("{:#x}", w.ptr),
+                ));
+            }
             (ws_o, ws_lse) = (w.ptr, w.ptr + ws_lse_off as u64);
         }
         let (mut table, mut table_stride, mut page_size, mut num_pages) = (0u64, 0i64, 0u32, 0u32);
         if let Some(pg) = &self.paged {
             check_ptr("paged.block_table.ptr", pg.block_table.ptr, 4)?;
-            let need = nb.saturating_sub(1) * pg.table_stride + pg.max_pages;
+            // Entries the table needs, with element offsets that fit in i64 (as check_extent's).
+            let need = (nb.saturating_sub(1))
+                .checked_mul(pg.table_stride)
+                .and_then(|x| x.checked_add(pg.max_pages))
+                .filter(|_| pg.table_stride <= i64::MAX as usize / 8);
+            let Some(need) = need else {
+                return Err(Error::invalid(
+                    "paged.table_stride",
+                    "a table whose (nb - 1) · table_stride + max_pages entries fit in i64 offsets",
+                    pg.table_stride,
+                ));
+            };
             if nb > 0 && pg.block_table.len < need {
                 return Err(Error::invalid(
                     "paged.block_table.len",
@@ -2757,5 +2798,94 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    // ---- overflows found fuzzing the plans (fuzz/corpus/plan/bug-*) or beside it: docs/fuzz.md
+
+    #[test]
+    fn a_tensor_whose_extent_wraps_the_address_space_is_invalid() {
+        let mut f = good(DType::F16);
+        let n = (B * SQ * HQ * D) as u64;
+        // The last byte at exactly 2^64 - 1 is fine; one element further wraps.
+        f.q.ptr = u64::MAX - 2 * n + 1 - 15;
+        f.q.ptr &= !15;
+        ok(&f);
+        f.q.ptr = (u64::MAX - 2 * n + 2 + 16) & !15;
+        assert_eq!(invalid_what(&f), "q.ptr");
+    }
+
+    #[test]
+    fn a_scale_whose_log2_scale_overflows_is_invalid() {
+        for s in [f32::MAX, f32::MIN, 3e38] {
+            assert_eq!(invalid_what(&good(DType::F16).scale(s)), "scale", "{s}");
+        }
+        ok(&good(DType::F16).scale(1e38));
+    }
+
+    #[test]
+    fn a_block_table_beyond_i64_offsets_is_invalid() {
+        let with = |table_stride: usize, len: usize| {
+            let mut f = paged_call();
+            f.paged = Some(Paged {
+                block_table: I32Ref { ptr: 0x800000, len },
+                max_pages: 90,
+                table_stride,
+            });
+            f
+        };
+        // (nb - 1) · table_stride overflowed usize.
+        assert_eq!(
+            invalid_what(&with(usize::MAX / 2, usize::MAX)),
+            "paged.table_stride"
+        );
+        // A stride whose offsets do not fit in i64 (one sequence never reads past row 0, but the
+        // stride is passed as i64).
+        let mut f = with(usize::MAX, usize::MAX);
+        f.q = t(0x1000, DType::Bf16, [1, 1, 8, 128]);
+        f.out = t(0x300000, DType::Bf16, [1, 1, 8, 128]);
+        f.lse = None;
+        assert_eq!(invalid_what(&f), "paged.table_stride");
+        ok(&with(96, 3 * 96));
+    }
+
+    #[test]
+    fn a_workspace_that_wraps_the_address_space_is_invalid() {
+        let d = decode_call().splits(Splits::Fixed(4));
+        let w = |ptr| {
+            d.workspace(Workspace {
+                ptr,
+                bytes: usize::MAX,
+            })
+        };
+        // `ptr + workspace_lse_offset` overflowed u64.
+        assert_eq!(invalid_what(&w(!15)), "workspace.ptr");
+        let need = d.plan(Family::Sm90).unwrap().workspace_bytes as u64;
+        ok(&w((u64::MAX - need) & !15));
+        assert_eq!(
+            invalid_what(&w((u64::MAX - need + 16) & !15)),
+            "workspace.ptr"
+        );
+    }
+
+    #[test]
+    fn a_workspace_size_beyond_usize_is_unsupported() {
+        // Partial O of 65535 · 2^20 · 4096 · 256 · 128 ≈ 2^63 f32: `o_elems · 4` overflowed. The
+        // tensors overlap (strides 1) so that their extents are small.
+        let (b, sq, h, d) = (65_535, 1 << 20, 4096, 256);
+        let view = |ptr, shape: [usize; 4]| TensorRef {
+            ptr,
+            len: 1 << 24,
+            dtype: DType::Bf16,
+            shape,
+            strides: [1, 1, 1, 1],
+        };
+        let f = Forward::new(
+            view(0x1000, [b, sq, h, d]),
+            view(0x10_0000, [b, 64, h, d]),
+            view(0x20_0000, [b, 64, h, d]),
+            view(0x30_0000, [b, sq, h, d]),
+        )
+        .splits(Splits::Fixed(MAX_SPLITS));
+        unsupported(&f.route(Route::Decode));
     }
 }

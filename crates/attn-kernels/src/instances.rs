@@ -8,7 +8,7 @@ use crate::fwd::{self, policy};
 use crate::numeric::{Bf16, F16};
 use attn_abi::{
     BwdParams, DType, EchoParams, FwdParams, FwdVariant, KERNARG_WORDS, KernArgs, MergeParams,
-    ZeroParams,
+    PhiloxAdvanceParams, ZeroParams,
 };
 use attn_macros::kernel;
 
@@ -21,6 +21,26 @@ pub fn attn_abi_echo(p: &EchoParams) {
         for w in 0..KERNARG_WORDS {
             // SAFETY: the host passes a buffer of KERNARG_WORDS u64.
             unsafe { *out.add(w) = args.0[w] };
+        }
+    }
+}
+
+/// One step of a device-resident Philox generator ([`PhiloxAdvanceParams`]):
+/// `snapshot = state; state.offset += increment` (wrapping), by one thread.
+#[kernel(threads = 64)]
+pub fn attn_philox_advance(p: &PhiloxAdvanceParams) {
+    if crate::arch::thread_idx() == 0 && crate::arch::block_idx() == (0, 0, 0) {
+        let state = p.state as *mut u64;
+        // SAFETY: the host passes live, 8-byte aligned `[seed, offset]` pairs that no other
+        // thread of this launch touches; `snapshot` is null or distinct from `state`.
+        unsafe {
+            let (seed, offset) = (*state, *state.add(1));
+            if p.snapshot != 0 {
+                let snap = p.snapshot as *mut u64;
+                *snap = seed;
+                *snap.add(1) = offset;
+            }
+            *state.add(1) = offset.wrapping_add(p.increment);
         }
     }
 }
@@ -488,22 +508,27 @@ bwd_pair!(
     256
 );
 
-/// `delta = rowsum(dout ∘ out)` for f16 inputs.
+/// `TN` of the preprocess kernel on atom `A`: the `[M, TN·N]` tile is square.
+const fn pre_tn<A: MmaAtom>() -> usize {
+    A::M / A::N
+}
+
+/// `delta = rowsum(dout ∘ out)` for f16 inputs, on the atom of the f16 `dP`.
 #[kernel(threads = 128)]
 pub fn attn_bwd_pre_f16(p: &BwdParams) {
-    bwd::preprocess::<F16>(p)
+    bwd::preprocess::<Native<F16>, { pre_tn::<Native<F16>>() }>(p)
 }
 
-/// `delta = rowsum(dout ∘ out)` for bf16 inputs.
+/// `delta = rowsum(dout ∘ out)` for bf16 inputs, on the atom of the bf16 `dP`.
 #[kernel(threads = 128)]
 pub fn attn_bwd_pre_bf16(p: &BwdParams) {
-    bwd::preprocess::<Bf16>(p)
+    bwd::preprocess::<Native<Bf16>, { pre_tn::<Native<Bf16>>() }>(p)
 }
 
-/// `delta = rowsum(dout ∘ out)` for f32 inputs.
+/// `delta = rowsum(dout ∘ out)` for f32 inputs, on the FMA atom of the f32 `dP`.
 #[kernel(threads = 128)]
 pub fn attn_bwd_pre_f32(p: &BwdParams) {
-    bwd::preprocess::<f32>(p)
+    bwd::preprocess::<FmaAtom<f32>, { pre_tn::<FmaAtom<f32>>() }>(p)
 }
 
 /// Zeroes a strided tensor of 16-bit elements.

@@ -43,6 +43,7 @@ fn check<
     const BKK: usize,
     const PASSES: usize,
     const PREFETCH: bool,
+    const PTN: usize,
 >(
     p: &Problem,
     input_seed: u64,
@@ -249,12 +250,10 @@ fn check<
             }
         });
     }
-    let grid = (
-        mq.div_ceil(bwd::policy::PRE_ROWS).max(1) as u32,
-        hq as u32,
-        nb as u32,
-    );
-    launch(grid, 128, 0, || bwd::preprocess::<A::E>(&bp));
+    let pre_rows = WAVES * A::M;
+    let grid = (mq.div_ceil(pre_rows).max(1) as u32, hq as u32, nb as u32);
+    let pre_smem = 2 * pre_rows * policy::padded(bwd::policy::PRE_COLS, esize) * esize;
+    launch(grid, 128, pre_smem, || bwd::preprocess::<A, PTN>(&bp));
     // dq: block rows = queries, step = keys.
     let (r, c) = (WAVES * A::M, BTN * A::N);
     let bufs = if PREFETCH { 2 } else { 1 };
@@ -343,6 +342,18 @@ fn check<
         &truth.dv,
         tol,
     );
+    // One key per row and no dropout: P = 1 and delta = dP bit for bit, so dS, dq and dk are
+    // exactly 0 (the truth), not rounding noise.
+    if p.seqlen_k == 1 && p.varlen.is_none() && p.dropout.is_none() && p.mask == Mask::None {
+        assert!(
+            to_f32(&dqg).iter().all(|&x| x == 0.0),
+            "dq not exactly 0: {what}"
+        );
+        assert!(
+            to_f32(&dkg).iter().all(|&x| x == 0.0),
+            "dk not exactly 0: {what}"
+        );
+    }
     if let Some(want) = truth.dbias.as_ref() {
         let got: Vec<f32> = (0..dbias_len)
             .map(|i| {
@@ -430,6 +441,12 @@ fn batch_window(dtype: Dtype, d: usize) -> Problem {
 }
 
 /// Batch mode, nothing but a ragged shape.
+/// One key for every row, GQA 4:1, a head dim that is not a multiple of the atom's `K`: the
+/// truth's dq and dk are exactly 0.
+fn one_key(dtype: Dtype, d: usize) -> Problem {
+    Problem::new(dtype, 2, 70, 1, 4, 1, d, d)
+}
+
 fn plain(dtype: Dtype, d: usize) -> Problem {
     Problem::new(dtype, 1, 20, 33, 2, 2, d, d)
 }
@@ -441,13 +458,14 @@ fn backward_on_the_sm80_atom() {
     use attn_kernels::numeric::F16;
     type A = Sm80M16N8K16<F16>;
     // 4 warps × 16 rows; D = 4 · 8 (two slices of 2 · 8 in the second case); 32 keys per step.
-    check::<A, 4, 4, 2, 1, 4, 4, 2, 1, true>(&plain(Dtype::F16, 32), seed(), false);
-    check::<A, 4, 4, 2, 1, 4, 4, 2, 2, false>(
+    check::<A, 4, 4, 2, 1, 4, 4, 2, 1, true, 2>(&plain(Dtype::F16, 32), seed(), false);
+    check::<A, 4, 4, 2, 1, 4, 4, 2, 2, false, 2>(
         &varlen_everything(Dtype::F16, 32, Dtype::F32),
         seed(),
         true,
     );
-    check::<A, 4, 4, 2, 1, 4, 2, 2, 1, true>(&batch_window(Dtype::F16, 32), seed(), true);
+    check::<A, 4, 4, 2, 1, 4, 2, 2, 1, true, 2>(&batch_window(Dtype::F16, 32), seed(), true);
+    check::<A, 4, 4, 2, 1, 4, 4, 2, 1, true, 2>(&one_key(Dtype::F16, 24), seed(), false);
 }
 
 #[cfg(not(feature = "host-wave64"))]
@@ -456,13 +474,14 @@ fn backward_on_the_fma_atom() {
     use attn_kernels::atom::fma::FmaAtom;
     type A = FmaAtom<f32>;
     // 4 waves × 8 rows; D = 4 · 8; 16 or 32 keys per step.
-    check::<A, 4, 4, 2, 4, 4, 4, 8, 2, false>(&plain(Dtype::F32, 32), seed(), false);
-    check::<A, 4, 4, 2, 4, 2, 2, 4, 1, true>(
+    check::<A, 4, 4, 2, 4, 4, 4, 8, 2, false, 1>(&plain(Dtype::F32, 32), seed(), false);
+    check::<A, 4, 4, 2, 4, 2, 2, 4, 1, true, 1>(
         &varlen_everything(Dtype::F32, 32, Dtype::F32),
         seed(),
         true,
     );
-    check::<A, 4, 4, 2, 4, 4, 4, 8, 2, false>(&batch_window(Dtype::F32, 32), seed(), true);
+    check::<A, 4, 4, 2, 4, 4, 4, 8, 2, false, 1>(&batch_window(Dtype::F32, 32), seed(), true);
+    check::<A, 4, 4, 2, 4, 4, 4, 8, 2, false, 1>(&one_key(Dtype::F32, 28), seed(), false);
 }
 
 #[cfg(not(feature = "host-wave64"))]
@@ -472,12 +491,13 @@ fn backward_on_the_wmma_atom() {
     use attn_kernels::numeric::F16;
     type A = Rdna3Wmma16x16x16<F16>;
     // 4 waves × 16 rows; D = 2 · 16; 32 keys per step.
-    check::<A, 4, 2, 1, 1, 2, 2, 2, 1, true>(
+    check::<A, 4, 2, 1, 1, 2, 2, 2, 1, true, 1>(
         &varlen_everything(Dtype::F16, 32, Dtype::F16),
         seed(),
         true,
     );
-    check::<A, 4, 2, 1, 1, 2, 1, 2, 2, false>(&batch_window(Dtype::F16, 32), seed(), true);
+    check::<A, 4, 2, 1, 1, 2, 1, 2, 2, false, 1>(&batch_window(Dtype::F16, 32), seed(), true);
+    check::<A, 4, 2, 1, 1, 2, 2, 2, 1, true, 1>(&one_key(Dtype::F16, 24), seed(), false);
 }
 
 #[cfg(feature = "host-wave64")]
@@ -487,10 +507,11 @@ fn backward_on_the_mfma_atom() {
     use attn_kernels::numeric::F16;
     type A = CdnaMfma32x32x8<F16>;
     // 2 waves × 32 rows; D = 2 · 32 (two slices of 32 in the second case); 32 keys per step.
-    check::<A, 2, 2, 1, 4, 1, 2, 4, 1, true>(
+    check::<A, 2, 2, 1, 4, 1, 2, 4, 1, true, 1>(
         &varlen_everything(Dtype::F16, 64, Dtype::F32),
         seed(),
         true,
     );
-    check::<A, 2, 2, 1, 4, 1, 1, 4, 2, false>(&batch_window(Dtype::F16, 64), seed(), true);
+    check::<A, 2, 2, 1, 4, 1, 1, 4, 2, false, 1>(&batch_window(Dtype::F16, 64), seed(), true);
+    check::<A, 2, 2, 1, 4, 1, 2, 4, 1, true, 1>(&one_key(Dtype::F16, 40), seed(), false);
 }

@@ -238,3 +238,34 @@ fn emulated_forward_matches_naive_attention() {
         run_case(c, 7 + n as u64 * 13);
     }
 }
+
+/// `attn_philox_advance` snapshots the state and adds its increment once per launch (whatever
+/// the grid), wrapping; a null snapshot only advances.
+#[test]
+fn philox_advance_snapshots_then_adds_once_and_wraps() {
+    for (start, inc) in [(5u64, 7u64), (u64::MAX - 2, 5), (0, 0), (1 << 40, u64::MAX)] {
+        let mut state = [0x1234_5678_9abc_def0u64, start];
+        let mut snap = [1u64, 2];
+        let mut p = attn_abi::PhiloxAdvanceParams {
+            state: state.as_mut_ptr() as u64,
+            snapshot: snap.as_mut_ptr() as u64,
+            increment: inc,
+            _pad: 0,
+        };
+        launch((3, 2, 1), 64, 0, || {
+            instances::__body_attn_philox_advance(&p)
+        });
+        assert_eq!(snap, [0x1234_5678_9abc_def0, start]);
+        assert_eq!(state, [0x1234_5678_9abc_def0, start.wrapping_add(inc)]);
+        p.snapshot = 0;
+        launch((1, 1, 1), 64, 0, || {
+            instances::__body_attn_philox_advance(&p)
+        });
+        assert_eq!(
+            snap,
+            [0x1234_5678_9abc_def0, start],
+            "null snapshot untouched"
+        );
+        assert_eq!(state[1], start.wrapping_add(inc).wrapping_add(inc));
+    }
+}

@@ -238,6 +238,25 @@ hip_api! {
         /// for dynamic LDS up to the device limit, so module launches do not need it.
         fn hipFuncSetAttribute(func: *const c_void, attr: hipFuncAttribute, value: c_int)
             -> hipError_t;
+        /// `hipError_t hipStreamBeginCapture(hipStream_t stream, hipStreamCaptureMode mode)`.
+        fn hipStreamBeginCapture(stream: hipStream_t, mode: hipStreamCaptureMode) -> hipError_t;
+        /// `hipError_t hipStreamEndCapture(hipStream_t stream, hipGraph_t* pGraph)`.
+        fn hipStreamEndCapture(stream: hipStream_t, graph: *mut hipGraph_t) -> hipError_t;
+        /// `hipError_t hipGraphInstantiate(hipGraphExec_t* pGraphExec, hipGraph_t graph,
+        /// hipGraphNode_t* pErrorNode, char* pLogBuffer, size_t bufferSize)`.
+        fn hipGraphInstantiate(
+            exec: *mut hipGraphExec_t,
+            graph: hipGraph_t,
+            error_node: *mut hipGraphNode_t,
+            log: *mut c_char,
+            log_size: usize,
+        ) -> hipError_t;
+        /// `hipError_t hipGraphLaunch(hipGraphExec_t graphExec, hipStream_t stream)`.
+        fn hipGraphLaunch(exec: hipGraphExec_t, stream: hipStream_t) -> hipError_t;
+        /// `hipError_t hipGraphExecDestroy(hipGraphExec_t graphExec)`.
+        fn hipGraphExecDestroy(exec: hipGraphExec_t) -> hipError_t;
+        /// `hipError_t hipGraphDestroy(hipGraph_t graph)`.
+        fn hipGraphDestroy(graph: hipGraph_t) -> hipError_t;
     }
 }
 

@@ -76,6 +76,16 @@ pub type hipFunction_t = *mut c_void;
 pub type hipStream_t = *mut c_void;
 /// `hipEvent_t`: an opaque event.
 pub type hipEvent_t = *mut c_void;
+/// `hipGraph_t`: an opaque captured graph.
+pub type hipGraph_t = *mut c_void;
+/// `hipGraphExec_t`: an opaque instantiated (launchable) graph.
+pub type hipGraphExec_t = *mut c_void;
+/// `hipGraphNode_t`: an opaque graph node.
+pub type hipGraphNode_t = *mut c_void;
+/// `hipStreamCaptureMode`: a C enum passed as `int`.
+pub type hipStreamCaptureMode = c_int;
+/// `hipStreamCaptureModeRelaxed`: capture does not forbid unsafe calls on other threads.
+pub const hipStreamCaptureModeRelaxed: hipStreamCaptureMode = 2;
 /// `hipDeviceAttribute_t`: a C enum passed as `int`; values in [`attr`].
 pub type hipDeviceAttribute_t = c_int;
 /// `hipFuncAttribute`: a C enum passed as `int`.

@@ -342,6 +342,7 @@ fn time_row(
     iters: usize,
     pattern: &[u16],
     splits: Option<u32>,
+    log: &dyn Fn(String),
 ) -> Result<f64> {
     let (nq, nkv) = (r.q_elems(), r.kv_elems());
     let mut sets: Vec<[DeviceBuffer<u16>; 3]> = Vec::with_capacity(r.sets);
@@ -385,10 +386,10 @@ fn time_row(
         .ok_or_else(|| attn_host::Error::unsupported(format!("no tile policy for {target}")))?;
     let plan = base(0).plan_on(family, dev.info().multiprocessors)?;
     let ws = dev.alloc::<u8>(plan.workspace_bytes.max(16))?;
-    eprintln!(
+    log(format!(
         "{}: {}, {} split(s), GQA pack {}, workspace {} B",
         r.row, plan.kernel, plan.splits, plan.pack, plan.workspace_bytes
-    );
+    ));
     let call = |i: usize| {
         base(i).workspace(attn_host::Workspace {
             ptr: ws.ptr(),
@@ -524,7 +525,10 @@ pub(crate) fn run(a: &Args) -> Result<()> {
             a.decode_peers_script.display(),
             rows.len()
         );
-        peers(a, &rows, iters)
+        let sp = super::spinner(&format!("torch decode peers ({} rows)", rows.len()));
+        let r = peers(a, &rows, iters);
+        sp.finish_and_clear();
+        r
     } else {
         (Vec::new(), None)
     };
@@ -554,14 +558,19 @@ pub(crate) fn run(a: &Args) -> Result<()> {
     let pattern = host_pattern(most);
     let mut out = Vec::new();
     let n = rows.len();
+    let bar = super::progress(n, "decode");
+    let log = |line: String| bar.suspend(|| eprintln!("{line}"));
     for (i, r) in rows.into_iter().enumerate() {
-        let (ms, error) = match time_row(&dev, &stream, &r, iters, &pattern, a.splits) {
+        bar.set_message(r.label());
+        let timed = time_row(&dev, &stream, &r, iters, &pattern, a.splits, &log);
+        bar.inc(1);
+        let (ms, error) = match timed {
             Ok(ms) => (Some(ms), None),
             Err(e) => (None, Some(e.to_string())),
         };
         let gbps = ms.map(|ms| r.bytes as f64 / ms / 1e6);
         let pct_of_copy = gbps.zip(copy).map(|(g, c)| 100.0 * g / c);
-        eprintln!(
+        log(format!(
             "[{}/{n}] {}: {}",
             i + 1,
             r.label(),
@@ -569,7 +578,7 @@ pub(crate) fn run(a: &Args) -> Result<()> {
                 (Some(ms), Some(g), _) => format!("{ms:.4} ms, {g:.0} GB/s"),
                 (_, _, e) => format!("error: {}", short(e.as_deref().unwrap_or(""), 200)),
             }
-        );
+        ));
         let peers = peers_of(&entries, &r, ms);
         out.push(Timed {
             row: r,
@@ -580,6 +589,7 @@ pub(crate) fn run(a: &Args) -> Result<()> {
             peers,
         });
     }
+    bar.finish_and_clear();
     println!("{}", render(&out, copy.is_some(), &copy_note));
     if let Some(p) = &a.json {
         let report = Report {
@@ -593,6 +603,7 @@ pub(crate) fn run(a: &Args) -> Result<()> {
         std::fs::write(p, serde_json::to_vec_pretty(&report).unwrap_or_default())
             .map_err(|e| Error::invalid("--json", "a writable path", e))?;
         println!("wrote {}", p.display());
+        super::write_plot(p, &report)?;
     }
     Ok(())
 }
@@ -851,6 +862,77 @@ mod tests {
                 .get("ours_over_peer")
                 .is_none()
         );
+    }
+
+    /// The `--json` document of a decode run plots: a panel per (Sq, Hq/Hk, causal) with ours and
+    /// each peer that timed, in GB/s against Sk, the batch in the ticks, the copy as a line.
+    #[test]
+    fn report_plots() {
+        let e = entries();
+        let timed: Vec<Timed> = select("1,2,3,5")
+            .unwrap()
+            .into_iter()
+            .map(|r| {
+                let ms = Some(0.1 * r.index as f64);
+                Timed {
+                    peers: peers_of(&e, &r, ms),
+                    gbps: ms.map(|ms| r.bytes as f64 / ms / 1e6),
+                    pct_of_copy: None,
+                    error: None,
+                    ms,
+                    row: r,
+                }
+            })
+            .collect();
+        let report = Report {
+            command: "attn bench --pass decode".into(),
+            device: "a GPU".into(),
+            bytes_formula: BYTES_FORMULA,
+            copy_gbps: Some(4000.0),
+            copy_note: String::new(),
+            rows: &timed,
+        };
+        let doc = serde_json::to_value(&report).unwrap();
+        let f = crate::plot::Figure::from_bench_json(&doc).unwrap();
+        assert!(f.title.contains("decode on a GPU"), "{}", f.title);
+        assert_eq!(f.y_label, "GB/s");
+        let titles: Vec<&str> = f.panels.iter().map(|p| p.title.as_str()).collect();
+        assert_eq!(
+            titles,
+            [
+                "bf16 D=128 Sq=1 Hq/Hk=32/8",
+                "bf16 D=128 Sq=1 Hq/Hk=32/32",
+                "bf16 D=128 Sq=4 Hq/Hk=32/8 causal"
+            ]
+        );
+        let ours = &f.panels[0].series[0];
+        assert_eq!(ours.name, crate::plot::OURS);
+        let xy: Vec<(f64, f64)> = ours.points.iter().map(|q| (q.x, q.y)).collect();
+        assert_eq!(
+            xy,
+            [
+                (8192.0, timed[1].gbps.unwrap()),
+                (32768.0, timed[0].gbps.unwrap())
+            ]
+        );
+        assert_eq!(ours.points[0].label.as_deref(), Some("B=16"));
+        // Row 2's flash timed (2700 GB/s); its efficient and cudnn entries are errors: left out.
+        let names: Vec<&str> = f.panels[0].series.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, [crate::plot::OURS, "torch flash"]);
+        assert_eq!(f.panels[0].series[1].points[0].y, 2700.0);
+        // Row 3's flash entry has ms but no gbps: nothing to plot.
+        assert_eq!(f.panels[1].series.len(), 1);
+        assert_eq!(f.panels[0].refs[0].1, 4000.0);
+        let svg = f.render_svg().unwrap();
+        for t in [
+            "8k, B=16",
+            "32k, B=1",
+            "GB/s",
+            "KV cache length Sk",
+            "torch flash",
+        ] {
+            assert!(svg.contains(t), "{t}");
+        }
     }
 
     #[test]

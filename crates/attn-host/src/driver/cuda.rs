@@ -4,8 +4,8 @@
 //! cudarc panics when a library or symbol is missing; we check for the library first and map
 //! that to [`Error::LibraryNotFound`], and every call's status to [`Error::Driver`].
 use super::{
-    Api, Backend, DeviceInfo, EventHandle, FunctionHandle, ModuleHandle, Ptr, StreamHandle,
-    kernel_param_pointers,
+    Api, Backend, DeviceInfo, EventHandle, FunctionHandle, GraphHandle, ModuleHandle, Ptr,
+    StreamHandle, kernel_param_pointers,
 };
 use crate::error::{Error, Result};
 use attn_abi::KernArgs;
@@ -16,7 +16,8 @@ use std::ffi::{CString, c_void};
 /// Library names cudarc tries (reported when none can be opened).
 const LIB_NAMES: &[&str] = &["libcuda.so", "libcuda.so.1", "nvcuda.dll"];
 
-fn drv(call: &'static str) -> impl FnOnce(DriverError) -> Error {
+/// Maps a driver status of `call` to [`Error::Driver`].
+pub(crate) fn drv(call: &'static str) -> impl FnOnce(DriverError) -> Error {
     move |e| Error::Driver {
         api: "CUDA",
         call,
@@ -313,6 +314,43 @@ impl Backend for CudaDevice {
         self.bind()?;
         // SAFETY: the caller guarantees `event` came from `event_create` and is unused.
         unsafe { cu::event::destroy(event as sys::CUevent) }.map_err(drv("cuEventDestroy"))
+    }
+
+    unsafe fn capture_begin(&self, stream: StreamHandle) -> Result<()> {
+        self.bind()?;
+        let mode = sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_RELAXED;
+        // SAFETY: the caller guarantees a non-default stream of this context, not capturing.
+        unsafe { cu::stream::begin_capture(stream as sys::CUstream, mode) }
+            .map_err(drv("cuStreamBeginCapture"))
+    }
+
+    unsafe fn capture_end(&self, stream: StreamHandle) -> Result<GraphHandle> {
+        self.bind()?;
+        // SAFETY: the caller guarantees `stream` is capturing.
+        let graph = unsafe { cu::stream::end_capture(stream as sys::CUstream) }
+            .map_err(drv("cuStreamEndCapture"))?;
+        // SAFETY: `graph` was just returned by the capture; it is destroyed once instantiated
+        // (the executable graph is independent of it).
+        unsafe {
+            let exec = cu::graph::instantiate(graph, sys::CUgraphInstantiate_flags(0))
+                .map_err(drv("cuGraphInstantiateWithFlags"));
+            let _ = cu::graph::destroy(graph);
+            Ok(exec? as GraphHandle)
+        }
+    }
+
+    unsafe fn graph_launch(&self, graph: GraphHandle, stream: StreamHandle) -> Result<()> {
+        self.bind()?;
+        // SAFETY: the caller guarantees a live graph of this backend and valid addresses.
+        unsafe { cu::graph::launch(graph as sys::CUgraphExec, stream as sys::CUstream) }
+            .map_err(drv("cuGraphLaunch"))
+    }
+
+    unsafe fn graph_destroy(&self, graph: GraphHandle) -> Result<()> {
+        self.bind()?;
+        // SAFETY: the caller guarantees a live graph of this backend, not used afterwards.
+        unsafe { cu::graph::exec_destroy(graph as sys::CUgraphExec) }
+            .map_err(drv("cuGraphExecDestroy"))
     }
 }
 

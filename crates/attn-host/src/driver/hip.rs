@@ -13,8 +13,8 @@ use attn_abi::KernArgs;
 use hip_sys::{Hip, LoadError, hipError_t};
 
 use super::{
-    Api, Backend, DeviceInfo, EventHandle, FunctionHandle, ModuleHandle, Ptr, StreamHandle,
-    kernel_param_pointers,
+    Api, Backend, DeviceInfo, EventHandle, FunctionHandle, GraphHandle, ModuleHandle, Ptr,
+    StreamHandle, kernel_param_pointers,
 };
 use crate::error::{Error, Result};
 
@@ -466,6 +466,69 @@ impl Backend for HipDevice {
         // SAFETY: the caller guarantees `event` came from `event_create` and is not used again.
         self.check("hipEventDestroy", unsafe {
             (self.hip.hipEventDestroy)(to_ptr(event))
+        })
+    }
+
+    unsafe fn capture_begin(&self, stream: StreamHandle) -> Result<()> {
+        self.set()?;
+        let begin = self.graph_fn("hipStreamBeginCapture", self.hip.hipStreamBeginCapture)?;
+        // SAFETY: the caller guarantees a non-default stream of this device, not capturing.
+        self.check("hipStreamBeginCapture", unsafe {
+            begin(to_ptr(stream), hip_sys::hipStreamCaptureModeRelaxed)
+        })
+    }
+
+    unsafe fn capture_end(&self, stream: StreamHandle) -> Result<GraphHandle> {
+        self.set()?;
+        let end = self.graph_fn("hipStreamEndCapture", self.hip.hipStreamEndCapture)?;
+        let instantiate = self.graph_fn("hipGraphInstantiate", self.hip.hipGraphInstantiate)?;
+        let destroy = self.graph_fn("hipGraphDestroy", self.hip.hipGraphDestroy)?;
+        let mut graph: hip_sys::hipGraph_t = std::ptr::null_mut();
+        // SAFETY: the caller guarantees `stream` is capturing; `graph` is a valid out-pointer.
+        self.check("hipStreamEndCapture", unsafe {
+            end(to_ptr(stream), &mut graph)
+        })?;
+        let mut exec: hip_sys::hipGraphExec_t = std::ptr::null_mut();
+        // SAFETY: `graph` came from the capture; the error node and log are optional (null, 0).
+        let made = self.check("hipGraphInstantiate", unsafe {
+            instantiate(
+                &mut exec,
+                graph,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                0,
+            )
+        });
+        // SAFETY: the template graph is no longer needed once instantiated (or on failure).
+        let _ = unsafe { destroy(graph) };
+        made.map(|()| to_handle(exec))
+    }
+
+    unsafe fn graph_launch(&self, graph: GraphHandle, stream: StreamHandle) -> Result<()> {
+        self.set()?;
+        let launch = self.graph_fn("hipGraphLaunch", self.hip.hipGraphLaunch)?;
+        // SAFETY: the caller guarantees a live graph of this backend and valid addresses.
+        self.check("hipGraphLaunch", unsafe {
+            launch(to_ptr(graph), to_ptr(stream))
+        })
+    }
+
+    unsafe fn graph_destroy(&self, graph: GraphHandle) -> Result<()> {
+        self.set()?;
+        let destroy = self.graph_fn("hipGraphExecDestroy", self.hip.hipGraphExecDestroy)?;
+        // SAFETY: the caller guarantees a live graph of this backend, not used afterwards.
+        self.check("hipGraphExecDestroy", unsafe { destroy(to_ptr(graph)) })
+    }
+}
+
+impl HipDevice {
+    /// An optional graph entry point, or `Unsupported` when this runtime lacks it.
+    fn graph_fn<F>(&self, name: &str, f: Option<F>) -> Result<F> {
+        f.ok_or_else(|| {
+            Error::unsupported(format!(
+                "{name} is missing from {}: this HIP runtime cannot capture graphs",
+                self.hip.library
+            ))
         })
     }
 }

@@ -69,6 +69,8 @@ pub type FunctionHandle = u64;
 pub type StreamHandle = u64;
 /// An event.
 pub type EventHandle = u64;
+/// An instantiated (launchable) graph of captured stream work.
+pub type GraphHandle = u64;
 
 /// The runtime interface. Every method makes the device current on the calling thread first
 /// where the runtime needs that (CUDA contexts), so callers may use any thread.
@@ -152,6 +154,28 @@ pub trait Backend: Send + Sync {
     /// # Safety
     /// `event` came from `event_create` on this backend and is not used afterwards.
     unsafe fn event_destroy(&self, event: EventHandle) -> Result<()>;
+    /// Starts capturing the work enqueued on `stream` into a graph (relaxed mode: other
+    /// threads may keep making unsafe calls).
+    ///
+    /// # Safety
+    /// `stream` is a non-default stream of this device, not already capturing.
+    unsafe fn capture_begin(&self, stream: StreamHandle) -> Result<()>;
+    /// Ends the capture begun on `stream` and instantiates the graph.
+    ///
+    /// # Safety
+    /// `stream` is capturing (begun by [`Backend::capture_begin`]).
+    unsafe fn capture_end(&self, stream: StreamHandle) -> Result<GraphHandle>;
+    /// Enqueues one replay of `graph` on `stream`.
+    ///
+    /// # Safety
+    /// `graph` came from `capture_end` on this backend and is live; every device address the
+    /// captured work uses is still valid.
+    unsafe fn graph_launch(&self, graph: GraphHandle, stream: StreamHandle) -> Result<()>;
+    /// Destroys an instantiated graph.
+    ///
+    /// # Safety
+    /// `graph` came from `capture_end` on this backend and is not used afterwards.
+    unsafe fn graph_destroy(&self, graph: GraphHandle) -> Result<()>;
 }
 
 #[cfg(test)]

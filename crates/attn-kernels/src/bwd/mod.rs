@@ -48,43 +48,102 @@ pub mod policy;
 
 const LOG2_E: f32 = core::f32::consts::LOG2_E;
 
-/// `delta_i = Σ_c dout_ic · out_ic` (f32, in `lse`'s layout) for [`policy::PRE_ROWS`] rows of one
-/// (sequence, head) per block, one thread per row summing in head-dim order: the order in which
-/// the f32 atom sums `dP_ij = dout_i · v_j`, so that `dP - delta` is exactly 0 where it should be
-/// (a single visible key: `out_i = v_j`).
+/// `delta_i = Σ_c dout_ic · out_ic` (f32, in `lse`'s layout), computed as the diagonal of
+/// `dO·Oᵀ` on the atom `A` that computes `dP = dO·Vᵀ` in the main kernels, over the same head-dim
+/// chunks in the same order: a row that sees one key (`P = 1`, so `out_i = v_j` bit for bit)
+/// gets `delta_i = dP_ij` bit for bit, and `dS = P·(dP - delta)` is exactly 0 there, as in
+/// exact arithmetic (a dot product's bits depend only on its two vectors' element order, not on
+/// which operand each is nor on its place in the tile).
 ///
-/// Grid: `(ceil(max_seqlen_q / PRE_ROWS), Hq, B or nseq)`.
+/// Each wave owns `A::M` rows (`TN · N == M`: the square tile whose diagonal is its rows'
+/// `delta`); the head dim goes through shared memory in chunks of [`policy::PRE_COLS`].
+/// Grid: `(ceil(max_seqlen_q / pre_rows), Hq, B or nseq)`, [`policy::BWD_THREADS`] threads.
 #[inline(always)]
-pub fn preprocess<E: Element>(bp: &BwdParams) {
+#[allow(clippy::needless_range_loop)]
+pub fn preprocess<A: MmaAtom, const TN: usize>(bp: &BwdParams) {
     let p = bp.fwd;
+    const {
+        assert!(TN * A::N == A::M);
+        assert!(policy::PRE_COLS.is_multiple_of(A::K));
+    }
+    let rows = policy::BWD_THREADS as usize / WAVE as usize * A::M;
     let (x, h, b) = block_idx();
     let seq = SeqInfo::resolve(&p, b as usize);
-    let i = x as usize * policy::PRE_ROWS + thread_idx() as usize;
-    if thread_idx() as usize >= policy::PRE_ROWS || i >= seq.sq {
-        return;
+    let m0 = x as usize * rows;
+    if m0 >= seq.sq {
+        return; // (uniform: a varlen sequence shorter than the grid's longest)
     }
     let dv = p.head_dim_v as usize;
+    let esize = core::mem::size_of::<A::E>();
+    let cp = padded(policy::PRE_COLS, esize);
     let (bt, h64) = (seq.batch as i64, h as i64);
-    let row = (seq.q0 + i) as i64;
-    let o = (p.out as *const E).wrapping_offset(
-        (bt * p.o_strides[0] + row * p.o_strides[1] + h64 * p.o_strides[2]) as isize,
-    );
-    let d_o = (bp.dout as *const E).wrapping_offset(
-        (bt * bp.do_strides[0] + row * bp.do_strides[1] + h64 * bp.do_strides[2]) as isize,
-    );
-    let mut acc = 0.0f32;
-    for c in 0..dv {
-        // SAFETY: row i < Sq_b of this (b, h) and c < Dv lie inside `out` and `dout` (host
-        // validated; SeqInfo clamps the device lengths).
-        acc = fma(
-            unsafe { (*d_o.add(c)).to_f32() },
-            unsafe { (*o.add(c)).to_f32() },
-            acc,
-        );
+    let at = |base: u64, s: [i64; 3]| {
+        (base as *const A::E)
+            .wrapping_offset((bt * s[0] + seq.q0 as i64 * s[1] + h64 * s[2]) as isize)
+    };
+    let o_base = at(p.out, p.o_strides);
+    let do_base = at(bp.dout, bp.do_strides);
+    // Shared memory: do_s, o_s [rows, cp] (one head-dim chunk of the block's rows).
+    let do_s = dyn_smem().cast::<A::E>();
+    let o_s = do_s.wrapping_add(rows * cp);
+    let lane = lane_id();
+    let row0 = wave_id() as usize * A::M;
+    // The wave's [M, TN·N] tile of dO·Oᵀ over its own rows.
+    let mut s = [A::C::default(); TN];
+    let mut c0 = 0;
+    while c0 < dv {
+        let cols = (dv - c0).min(policy::PRE_COLS);
+        sync_threads(); // every wave is done with the previous chunk
+        // SAFETY: rows below Sq_b of this (b, h) hold Dv elements of out and dout (host
+        // validated, SeqInfo clamps); the tiles fit the dynamic shared memory.
+        unsafe {
+            let (o_c, do_c) = (o_base.wrapping_add(c0), do_base.wrapping_add(c0));
+            let sq = seq.sq;
+            tile(
+                o_s,
+                o_c,
+                p.o_strides[1],
+                (m0, rows, sq),
+                (cp, policy::PRE_COLS, cols),
+            )
+            .issue(false);
+            tile(
+                do_s,
+                do_c,
+                bp.do_strides[1],
+                (m0, rows, sq),
+                (cp, policy::PRE_COLS, cols),
+            )
+            .issue(false);
+        }
+        async_commit();
+        async_wait_all();
+        sync_threads();
+        // (A run-time trip count keeps the loop rolled, as in `product_nt`.)
+        for kd in 0..cols.div_ceil(A::K) {
+            // SAFETY: rows < block rows and cols < PRE_COLS index inside do_s and o_s.
+            let a = unsafe { A::load_a_smem(lane, do_s.add(row0 * cp + kd * A::K), cp) };
+            for tn in 0..TN {
+                // SAFETY: as above (the B rows are the wave's own rows).
+                let bf = unsafe {
+                    A::load_b_nk_smem(lane, o_s.add((row0 + tn * A::N) * cp + kd * A::K), cp)
+                };
+                A::mma(&a, &bf, &mut s[tn]);
+            }
+        }
+        c0 += policy::PRE_COLS;
     }
-    let at = bt * p.lse_strides[0] + h64 * p.lse_strides[1] + row;
-    // SAFETY: `delta` has lse's layout, which holds row i of (b, h).
-    unsafe { *(bp.delta as *mut f32).wrapping_offset(at as isize) = acc };
+    for tn in 0..TN {
+        for v in 0..A::C_VALS {
+            let (r, c) = A::c_coord(lane, v);
+            let i = m0 + row0 + r;
+            if r == tn * A::N + c && i < seq.sq {
+                let at = bt * p.lse_strides[0] + h64 * p.lse_strides[1] + (seq.q0 + i) as i64;
+                // SAFETY: `delta` has lse's layout, which holds row i < Sq_b of (b, h).
+                unsafe { *(bp.delta as *mut f32).wrapping_offset(at as isize) = s[tn][v] };
+            }
+        }
+    }
 }
 
 /// Zeroes a strided 4-d tensor of `T` ([`ZeroParams`]): block `(x, y, z)` clears rows

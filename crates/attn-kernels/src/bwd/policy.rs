@@ -13,8 +13,20 @@ pub enum BwdKernel {
     Dkdv,
 }
 
-/// Rows of `delta` per block of the preprocess kernel.
-pub const PRE_ROWS: usize = 128;
+/// Head-dim columns of one shared-memory chunk of the preprocess kernel (a multiple of every
+/// atom's `K`).
+pub const PRE_COLS: usize = 64;
+
+/// Rows of `delta` per block of the preprocess kernel for `dtype`: one atom row block (`M`) per
+/// wave, which is `BWD_THREADS / 4` for the f32 FMA atom (`M = WAVE / 4`) on any wave size.
+pub const fn pre_rows(family: Family, dtype: DType) -> usize {
+    waves(family) * atom_m(family, dtype)
+}
+
+/// Dynamic shared memory of the preprocess kernel, bytes: dO and O chunks of its rows.
+pub const fn pre_smem_bytes(family: Family, dtype: DType) -> usize {
+    2 * pre_rows(family, dtype) * padded(PRE_COLS, dtype.size()) * dtype.size()
+}
 
 /// The tile of one backward kernel instance.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# One device call for a milestone: the whole GPU suite, memcheck + racecheck of the backward
+# smoke test and of the seed entry points / graph test, then the forward and backward benches
+# beside PyTorch with their JSON and SVG plots. Runs on the GPU machine after tools/stage-gpu.sh
+# (the .gpu-pack folder carried); logs in $OUT (also packed as logs.tar.gz), the summary last.
+# usage: [ITERS=10] tools/run-final.sh
+set -u
+cd "$(dirname "$0")/.."
+OUT=${OUT:-out}; mkdir -p "$OUT/logs"
+export ATTN_REQUIRE_GPU=1
+[ -d .gpu ] || python3 -c "import tarfile; tarfile.open('.gpu-pack/gpu.tar.xz').extractall()"
+summary=()
+step() { # name, command...
+  local name=$1; shift
+  local t0=$SECONDS
+  "$@" > "$OUT/logs/$name.txt" 2>&1; local rc=$?
+  summary+=("$name: exit $rc ($((SECONDS - t0)) s) $(grep -E 'test result|passed on|cases failed|ERROR SUMMARY|RACECHECK SUMMARY|gpu-suite exit|max error|PASS|FAIL' "$OUT/logs/$name.txt" | tr '\n' ' ' | cut -c1-400)")
+}
+step suite env OUT="$OUT/logs/suite" tools/gpu-suite.sh
+step bwd-memcheck compute-sanitizer --tool memcheck --error-exitcode 9 .gpu/test-bwd --nocapture backward_sanitizer_smoke
+step bwd-racecheck compute-sanitizer --tool racecheck --error-exitcode 9 .gpu/test-bwd --nocapture backward_sanitizer_smoke
+step ck-memcheck compute-sanitizer --tool memcheck --error-exitcode 9 .gpu/test-ck --nocapture --test-threads 1
+step bench-bwd .gpu/attn bench --pass bwd --compare torch --iters "${ITERS:-10}" --json "$OUT/bench-bwd.json"
+step bench-fwd .gpu/attn bench --pass fwd --compare torch --iters "${ITERS:-10}" --json "$OUT/bench-fwd.json"
+tar -czf "$OUT/logs.tar.gz" -C "$OUT" logs
+printf '%s\n' "${summary[@]}"
