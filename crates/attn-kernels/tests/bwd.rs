@@ -498,6 +498,12 @@ fn backward_on_the_wmma_atom() {
     );
     check::<A, 4, 2, 1, 1, 2, 1, 2, 2, false, 1>(&batch_window(Dtype::F16, 32), seed(), true);
     check::<A, 4, 2, 1, 1, 2, 2, 2, 1, true, 1>(&one_key(Dtype::F16, 24), seed(), false);
+    // gfx1100's dK + dV at D = 64: 16 keys per step, two head-dim slices of 32, two passes.
+    check::<A, 4, 4, 1, 1, 1, 2, 1, 2, false, 1>(
+        &varlen_everything(Dtype::F16, 64, Dtype::F16),
+        seed(),
+        true,
+    );
 }
 
 #[cfg(feature = "host-wave64")]

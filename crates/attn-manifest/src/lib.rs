@@ -384,7 +384,8 @@ mod tests {
         assert_eq!(r("sm_90a", "attn_bwd_dq_bf16_d128"), Some("mma.sync"));
         assert_eq!(r("gfx942", "attn_bwd_dkdv_f16_d64"), Some("v_mfma"));
         assert_eq!(r("sm_80", "attn_bwd_dkdv_f32_d64"), None);
-        assert_eq!(r("gfx1100", "attn_bwd_dkdv_f16_d64"), None); // an RDNA3 stub
+        assert_eq!(r("gfx1100", "attn_bwd_dkdv_f16_d64"), Some("v_wmma")); // in head-dim slices
+        assert_eq!(r("gfx1100", "attn_bwd_dkdv_bf16_d256"), None); // an AMD D = 256 stub
         assert_eq!(r("gfx1100", "attn_bwd_dq_f16_d64"), Some("v_wmma"));
         assert_eq!(r("gfx90a", "attn_bwd_dq_bf16_d256"), None); // an AMD D = 256 stub
         for t in ["gfx90a", "gfx942"] {

@@ -94,13 +94,17 @@ pub const fn bwd_tile(family: Family, dtype: DType, d: usize, kernel: BwdKernel)
     };
     // Head-dim slices: D = 256 always (two; four for NVIDIA's 16-bit dK + dV), and sm_80's 16-bit
     // dK + dV at D = 128 (its two passes spill a few bytes where sm_90a's do not).
-    // CDNA's 16-bit dq at D = 128 too (gfx942 kept 68 bytes of it in scratch).
+    // CDNA's 16-bit dq at D = 128 too (gfx942 kept 68 bytes of it in scratch), and RDNA3's 16-bit
+    // dK + dV from D = 64 in slices of 32 (one slice spilled its 256 VGPRs).
     let cdna_dq = !dkdv && half && matches!(family, Family::Cdna);
+    let rdna3_dkdv = dkdv && half && matches!(family, Family::Rdna3);
     let slices = match (d, dkdv && nv && half) {
         (256, true) => 4,
         (256, false) => 2,
         (128, true) if matches!(family, Family::Sm80) => 2,
         (128, false) if cdna_dq => 2,
+        (128, false) if rdna3_dkdv => 4,
+        (64, false) if rdna3_dkdv => 2,
         _ => 1,
     };
     // dK and dV together: two [M, D / slices] f32 accumulators per wave. Where they do not fit
@@ -158,17 +162,12 @@ pub const fn smem_limit(family: Family) -> usize {
 }
 
 /// Whether the backward kernel for (`family`, `dtype`, `d`, `kernel`) is built: its tiles fit the
-/// target's shared memory and registers. AMD's 64 KiB do not hold the D = 256 tiles, and RDNA3's
-/// registers not its 16-bit `Dkdv` tiles from D = 64 (the kernels there are stubs that the host
-/// refuses as `Unsupported` before any launch).
+/// target's shared memory. AMD's 64 KiB do not hold the D = 256 tiles (those kernels are stubs
+/// that the host refuses as `Unsupported` before any launch). RDNA3's 16-bit dK + dV, which
+/// spilled its 256 VGPRs from D = 64 in one slice, run in head-dim slices of 32 there
+/// ([`bwd_tile`]: 200-203 VGPRs, no scratch).
 pub const fn bwd_instantiated(family: Family, dtype: DType, d: usize, kernel: BwdKernel) -> bool {
-    // RDNA3's 16-bit dK + dV from D = 64 spill its 256 VGPRs even in two passes (the forward's
-    // pieces kernels stop at D = 64 there too).
-    let rdna3_regs = matches!(family, Family::Rdna3)
-        && !matches!(dtype, DType::F32)
-        && matches!(kernel, BwdKernel::Dkdv)
-        && d >= 64;
-    !rdna3_regs && bwd_smem_bytes(family, dtype, d, kernel) <= smem_limit(family)
+    bwd_smem_bytes(family, dtype, d, kernel) <= smem_limit(family)
 }
 
 /// Threads per block of every backward kernel.
@@ -190,19 +189,14 @@ mod tests {
                         assert_eq!(t.block_cols % atom_n(family, dtype), 0);
                         assert_eq!(t.block_cols % 16, 0);
                         assert_eq!((d / t.slices) % atom_n(family, dtype), 0);
-                        // Everything below D = 256 is built on every target but RDNA3's 16-bit
-                        // dK + dV; NVIDIA builds all.
-                        let rdna3 = family == Family::Rdna3
-                            && dtype != DType::F32
-                            && kernel == BwdKernel::Dkdv;
-                        if (d < 256 && !(rdna3 && d >= 64))
-                            || matches!(family, Family::Sm80 | Family::Sm90)
-                        {
-                            assert!(
-                                bwd_instantiated(family, dtype, d, kernel),
-                                "{family:?} {dtype:?} d{d}"
-                            );
-                        }
+                        // Everything below D = 256 is built on every target; NVIDIA builds all,
+                        // AMD's LDS not the D = 256 tiles.
+                        let nv = matches!(family, Family::Sm80 | Family::Sm90);
+                        assert_eq!(
+                            bwd_instantiated(family, dtype, d, kernel),
+                            d < 256 || nv,
+                            "{family:?} {dtype:?} d{d} {kernel:?}"
+                        );
                     }
                 }
             }
