@@ -84,12 +84,7 @@ fn random_problem(rng: &mut SplitMix64, dtype: Dtype, d: usize, max_len: usize) 
     .with_mask(mask);
     let nb = p.nseq();
     if coin(rng, 20) {
-        let used = p
-            .seqs()
-            .iter()
-            .map(|s| (s.sk_total as u64 * (rng.next_u64() % 101) / 100) as i32)
-            .collect();
-        p = p.with_seqused_k(used);
+        p = with_random_seqused_k(p, rng);
     }
     if coin(rng, 25) {
         let bias_dtype = if coin(rng, 50) { dtype } else { Dtype::F32 };
@@ -304,6 +299,16 @@ fn add_row(
 }
 
 /// Picks one of `xs`.
+/// `p` with `seqused_k`: each sequence uses a random 0-100% of its keys.
+fn with_random_seqused_k(p: Problem, rng: &mut SplitMix64) -> Problem {
+    let used = p
+        .seqs()
+        .iter()
+        .map(|s| (s.sk_total as u64 * (rng.next_u64() % 101) / 100) as i32)
+        .collect();
+    p.with_seqused_k(used)
+}
+
 fn pick<T: Copy>(rng: &mut SplitMix64, xs: &[T]) -> T {
     xs[(rng.next_u64() % xs.len() as u64) as usize]
 }
@@ -360,12 +365,7 @@ pub(crate) fn random_decode_case(
     }
     .with_mask(mask);
     if coin(rng, 40) {
-        let used = p
-            .seqs()
-            .iter()
-            .map(|s| (s.sk_total as u64 * (rng.next_u64() % 101) / 100) as i32)
-            .collect();
-        p = p.with_seqused_k(used);
+        p = with_random_seqused_k(p, rng);
     }
     if coin(rng, 15) {
         p = p.with_softcap(if coin(rng, 50) { 5.0 } else { 30.0 });
