@@ -372,8 +372,7 @@ fn to_bmhk(x: &[f32], shape: [usize; 4], layout: Layout) -> Vec<f32> {
 /// The kernel's tile on `dev` (for the blocked reference) for a problem.
 fn kernel_tile(dev: &Device, call: &attn_host::Forward) -> (usize, usize) {
     use attn_kernels::fwd::policy::{Family, fwd_tile_of};
-    let target = dev.code_object_target().unwrap_or_default();
-    let family = Family::of_arch(&target).unwrap_or(Family::Sm80);
+    let family = dev.tile_family().unwrap_or(Family::Sm80);
     match call.plan(family) {
         Ok(plan) => match plan.kernel {
             attn_host::KernelId::Fwd {

@@ -214,10 +214,7 @@ fn time_shape(dev: &Device, s: &Shape, iters: usize) -> Result<(f64, usize)> {
         let delta = dev.alloc::<f32>(lse.len())?;
         let b = attn_host::Backward::new(c, t(dout), t(dq), t(dk), t(&dv))
             .delta_workspace(delta.ptr(), delta.len() * 4);
-        let target = dev.code_object_target()?;
-        let family = attn_tests::Family::of_arch(&target)
-            .ok_or_else(|| attn_host::Error::unsupported(format!("no tile policy for {target}")))?;
-        let extra = b.plan(family)?.delta_bytes;
+        let extra = b.plan(dev.tile_family()?)?.delta_bytes;
         for i in 0..iters + 3 {
             // SAFETY: all buffers are live allocations on `dev` sized for `shape`; the
             // gradients (set 1 and `dv`) do not overlap the forward's buffers.

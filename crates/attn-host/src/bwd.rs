@@ -346,11 +346,7 @@ impl Backward {
     /// As [`Forward::launch`]: every address is device memory of the stream's device valid for
     /// its `len`; the gradients (and `dbias`, `delta`) overlap neither the inputs nor each other.
     pub unsafe fn launch(&self, stream: &Stream) -> Result<()> {
-        let target = stream.device().code_object_target()?;
-        let family = Family::of_arch(&target).ok_or_else(|| {
-            Error::unsupported(format!("no tile policy for code object {target}"))
-        })?;
-        let plan = self.plan(family)?;
+        let plan = self.plan(stream.device().tile_family()?)?;
         let mut params = plan.params;
         let _delta = if params.delta == 0 && (plan.pre.is_some()) {
             let buf = stream.device().alloc::<f32>(plan.delta_bytes / 4)?;

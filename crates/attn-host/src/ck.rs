@@ -50,7 +50,6 @@ use crate::ops::{
 };
 use crate::rng::{PhiloxGenerator, PhiloxState};
 use crate::{Backward, DType};
-use attn_kernels::fwd::policy::Family;
 use std::sync::Mutex;
 
 /// The process's default generator: host state at [`crate::DEFAULT_SEED`], offset 0.
@@ -182,13 +181,6 @@ fn alloc_tensor(
     })
 }
 
-/// The target family of `stream`'s device (its loaded code object).
-fn family(stream: &Stream) -> Result<Family> {
-    let target = stream.device().code_object_target()?;
-    Family::of_arch(&target)
-        .ok_or_else(|| Error::unsupported(format!("no tile policy for code object {target}")))
-}
-
 /// The mask the seed's `is_causal` means: bottom-right causal (the CK path's convention).
 fn causal(is_causal: bool) -> Mask {
     if is_causal {
@@ -256,7 +248,7 @@ pub unsafe fn mem_eff_forward_ck(
     gen_: Option<&mut PhiloxGenerator>,
     seqused_k: Option<I32Ref>,
 ) -> Result<MemEffForward> {
-    let family = family(stream)?;
+    let family = stream.device().tile_family()?;
     let (cu, starts) = seq_arrays((cu_seqlens_q, cu_seqlens_k), (seqstart_q, seqstart_k))?;
     let [b, sq, hq, _] = q.shape;
     let dv = v.shape[3];
@@ -419,7 +411,7 @@ pub unsafe fn mem_eff_backward_ck(
     zero_tensors: bool,
     philox: Option<Philox>,
 ) -> Result<MemEffBackward> {
-    let family = family(stream)?;
+    let family = stream.device().tile_family()?;
     let (cu, _) = seq_arrays((cu_seqlens_q, cu_seqlens_k), (None, None))?;
     let mut call = Forward::new(q, k, v, out)
         .lse(softmax_lse)

@@ -121,6 +121,14 @@ impl Device {
             .map_err(Clone::clone)
     }
 
+    /// The tile family of the code object loaded for this device (not of the device name: a
+    /// newer GPU may be running the sm_80 PTX): what every plan of a launch on it uses.
+    pub fn tile_family(&self) -> Result<attn_kernels::fwd::policy::Family> {
+        let target = self.code_object_target()?;
+        attn_kernels::fwd::policy::Family::of_arch(&target)
+            .ok_or_else(|| Error::unsupported(format!("no tile policy for code object {target}")))
+    }
+
     /// The kernel `id` of this device's code object (looked up once).
     pub(crate) fn function(&self, id: KernelId, shared_bytes: u32) -> Result<FunctionHandle> {
         let mut fns = self

@@ -103,7 +103,6 @@ use crate::ops::{
     TensorRef,
 };
 use crate::{Backward, Packing, Paged, Route, Splits};
-use attn_kernels::fwd::policy::Family;
 use cudarc::driver::result as cu;
 use cudarc::driver::{
     CudaContext, CudaSlice, CudaStream, CudaView, CudaViewMut, DevicePtr, DevicePtrMut,
@@ -691,13 +690,6 @@ fn bind_out<'g, T: HostElement>(
     Ok(r)
 }
 
-/// The tile family of the code object loaded on the stream's device.
-fn family_of(stream: &Stream) -> Result<Family> {
-    let target = stream.device().code_object_target()?;
-    Family::of_arch(&target)
-        .ok_or_else(|| Error::unsupported(format!("no tile policy for code object {target}")))
-}
-
 impl<'a, T: HostElement> Inputs<'a, T> {
     /// The call with every input bound on `stream` (the output is a placeholder until set).
     fn bind<'g>(&'g self, stream: &'g Stream, guards: &mut Vec<Guard<'g>>) -> Result<Forward> {
@@ -966,7 +958,9 @@ impl<'a, T: HostElement> Attention<'a, T> {
             guards.push(b.into_guard());
         } else if let Some(cs) = stream.cudarc() {
             let units = stream.device().info().multiprocessors;
-            let bytes = call.plan_on(family_of(stream)?, units)?.workspace_bytes;
+            let bytes = call
+                .plan_on(stream.device().tile_family()?, units)?
+                .workspace_bytes;
             if bytes > 0 {
                 // SAFETY: the forward writes the partials before the merge reads them; nothing
                 // reads the uninitialised bytes.
@@ -1011,7 +1005,7 @@ impl<'a, T: HostElement> Attention<'a, T> {
         let dv = bind_out("dv", &mut grads.dv, stream, &mut guards)?;
         let mut bwd = Backward::new(call, dout, dq, dk, dv);
         if let Some(cs) = stream.cudarc() {
-            let plan = bwd.plan(family_of(stream)?)?;
+            let plan = bwd.plan(stream.device().tile_family()?)?;
             if plan.pre.is_some() && plan.delta_bytes > 0 {
                 // SAFETY: the `pre` kernel writes every element of `delta` before the `dq` and
                 // `dkdv` kernels read it.

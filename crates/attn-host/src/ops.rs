@@ -1315,12 +1315,7 @@ impl Forward {
     /// other. The device arrays (`cu_seqlens`, `seqused_k`) may hold any values: the kernels
     /// clamp them.
     pub unsafe fn launch(&self, stream: &Stream) -> Result<()> {
-        // The tiles are those of the code object actually loaded (not of the device name: a
-        // newer GPU may be running the sm_80 PTX).
-        let target = stream.device().code_object_target()?;
-        let family = Family::of_arch(&target).ok_or_else(|| {
-            Error::unsupported(format!("no tile policy for code object {target}"))
-        })?;
+        let family = stream.device().tile_family()?;
         let plan = self.plan_on(family, stream.device().info().multiprocessors)?;
         let mut params = plan.params;
         let mut merge = plan.merge;

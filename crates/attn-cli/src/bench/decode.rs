@@ -381,10 +381,7 @@ fn time_row(
     };
     // Engines preallocate split-KV's workspace: so does the bench (a per-call allocation would
     // time cudaMalloc/cudaFree).
-    let target = dev.code_object_target()?;
-    let family = attn_kernels::fwd::policy::Family::of_arch(&target)
-        .ok_or_else(|| attn_host::Error::unsupported(format!("no tile policy for {target}")))?;
-    let plan = base(0).plan_on(family, dev.info().multiprocessors)?;
+    let plan = base(0).plan_on(dev.tile_family()?, dev.info().multiprocessors)?;
     let ws = dev.alloc::<u8>(plan.workspace_bytes.max(16))?;
     log(format!(
         "{}: {}, {} split(s), GQA pack {}, workspace {} B",
