@@ -390,11 +390,7 @@ pub fn backward<T: HostElement>(
     let [b, sq, hq, _] = q.1;
     let dv_ = v.1[3];
     let tref = tensor_ref::<T>;
-    let count = |s: [usize; 4]| {
-        s.iter()
-            .try_fold(1usize, |a, &n| a.checked_mul(n))
-            .ok_or_else(|| Error::invalid("shape", "a size that fits in memory", format!("{s:?}")))
-    };
+    let count = |s: [usize; 4]| crate::ops::element_count("shape", &s);
     let (dq, dk, dv) = (
         dev.alloc::<T>(count(q.1)?.max(1))?,
         dev.alloc::<T>(count(k.1)?.max(1))?,

@@ -47,6 +47,7 @@ use crate::device::{DeviceBuffer, Stream};
 use crate::error::{Error, Result};
 use crate::ops::{
     Align, BiasRef, Dropout, Forward, I32Ref, LseRef, Mask, MaskRef, Philox, TensorRef, Varlen,
+    element_count,
 };
 use crate::rng::{PhiloxGenerator, PhiloxState};
 use crate::{Backward, DType};
@@ -142,13 +143,6 @@ pub struct MemEffBackward {
     pub dbias: Option<CkTensor<BiasRef>>,
 }
 
-/// Element count of `dims`, or an error naming `what`.
-fn count(what: &str, dims: &[usize]) -> Result<usize> {
-    dims.iter()
-        .try_fold(1usize, |a, &n| a.checked_mul(n))
-        .ok_or_else(|| Error::invalid(what, "a size that fits in memory", format!("{dims:?}")))
-}
-
 /// Allocates `elems` elements of `esize` bytes (at least one byte, so empty tensors have an
 /// address).
 fn alloc_bytes(
@@ -170,7 +164,7 @@ fn alloc_tensor(
     dtype: DType,
     shape: [usize; 4],
 ) -> Result<CkTensor<TensorRef>> {
-    let n = count(what, &shape)?;
+    let n = element_count(what, &shape)?;
     let buf = alloc_bytes(stream, what, n, dtype.size())?;
     Ok(CkTensor {
         view: TensorRef {
@@ -269,7 +263,7 @@ pub unsafe fn mem_eff_forward_ck(
         None => alloc_tensor(stream, "out", q.dtype, [b, sq, hq, dv])?,
     };
     let lse_shape = [b, hq, sq];
-    let lse_len = count("lse", &lse_shape)?;
+    let lse_len = element_count("lse", &lse_shape)?;
     let lse_buf = alloc_bytes(stream, "lse", lse_len, 4)?;
     let lse = CkTensor {
         view: LseRef {
@@ -313,7 +307,7 @@ pub unsafe fn mem_eff_forward_ck(
     let dropout = p_dropout != 0.0;
     let randval = if return_dropout_randval && dropout {
         let shape = [nb, hq, max_sq, max_sk];
-        let n = count("dropout_randval", &shape)?;
+        let n = element_count("dropout_randval", &shape)?;
         let buf = alloc_bytes(stream, "dropout_randval", n, 1)?;
         let view = MaskRef {
             len: n,
@@ -459,7 +453,7 @@ pub unsafe fn mem_eff_backward_ck(
         }
         (true, Some(_), Some(g)) => Some(CkTensor::given(g)),
         (true, Some(bias), None) => {
-            let n = count("grad_bias", &bias.shape)?;
+            let n = element_count("grad_bias", &bias.shape)?;
             let buf = alloc_bytes(stream, "grad_bias", n, bias.dtype.size())?;
             let (_, strides) = crate::ops::contiguous_layout(bias.shape);
             Some(CkTensor {

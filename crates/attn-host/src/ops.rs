@@ -1442,6 +1442,13 @@ impl Forward {
     }
 }
 
+/// Element count of a tensor of extents `dims`, or an error naming `what` when it overflows.
+pub(crate) fn element_count(what: &str, dims: &[usize]) -> Result<usize> {
+    dims.iter()
+        .try_fold(1usize, |a, &n| a.checked_mul(n))
+        .ok_or_else(|| Error::invalid(what, "a size that fits in memory", format!("{dims:?}")))
+}
+
 pub(crate) fn tensor_ref<T: HostElement>(buf: &DeviceBuffer<T>, shape: [usize; 4]) -> TensorRef {
     TensorRef {
         len: buf.len(),
@@ -1462,13 +1469,8 @@ pub fn forward<T: HostElement>(
     let dev: &Device = stream.device();
     let [b, sq, hq, _] = q.1;
     let dv = v.1[3];
-    let count = |what: &str, dims: &[usize]| {
-        dims.iter()
-            .try_fold(1usize, |a, &n| a.checked_mul(n))
-            .ok_or_else(|| Error::invalid(what, "a size that fits in memory", format!("{dims:?}")))
-    };
-    let out_len = count("out", &[b, sq, hq, dv])?;
-    let lse_len = count("lse", &[b, hq, sq])?;
+    let out_len = element_count("out", &[b, sq, hq, dv])?;
+    let lse_len = element_count("lse", &[b, hq, sq])?;
     let out = dev.alloc::<T>(out_len.max(1))?;
     let lse = dev.alloc::<f32>(lse_len.max(1))?;
     let call = Forward::new(
