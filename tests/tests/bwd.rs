@@ -199,6 +199,17 @@ fn backward_is_deterministic() {
             repeats: 19,
         }));
     }
+    // The plain kernels (no pieces: their own, wider tiles) at both of their step widths.
+    for (dt, d) in [(Dtype::F16, 64), (Dtype::Bf16, 128)] {
+        let p = Problem::new(dt, 2, 150, 260, 8, 2, d, d).with_mask(Mask::Causal {
+            align: Align::TopLeft,
+        });
+        cases.push(FwdCase::new(p, Layout::Bmhk).with_backward(BwdOpts {
+            dbias: false,
+            zero_tensors: false,
+            repeats: 19,
+        }));
+    }
     check_cases("backward_is_deterministic", 0xb3, &cases);
 }
 
@@ -230,6 +241,19 @@ fn backward_sanitizer_smoke() {
         }),
         bwd(pbf, Layout::Bhmk, true),
         bwd(p32, Layout::Bmhk, false),
+        // The plain kernels' tiles (64 keys per dq step; 64 / 32 queries per dK + dV step).
+        bwd(
+            Problem::new(Dtype::Bf16, 2, 75, 140, 4, 2, 64, 64),
+            Layout::Bmhk,
+            false,
+        ),
+        bwd(
+            Problem::new(Dtype::F16, 1, 130, 70, 2, 1, 128, 96).with_mask(Mask::Causal {
+                align: Align::BottomRight,
+            }),
+            Layout::Bhmk,
+            false,
+        ),
     ];
     check_cases("backward_sanitizer_smoke", 0xb4, &cases);
 }

@@ -29,7 +29,8 @@ pub struct Args {
     #[arg(short, long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=8))]
     pub jobs: u32,
     /// Build only these targets (e.g. `--only gfx1100`) and print their resource table: a
-    /// quick look at a policy change. Writes and compares nothing.
+    /// quick look at a policy change. Writes and compares no artifact; the code objects are
+    /// left in `target/kernels/only/` (for `attn --code-object`).
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
 }
@@ -805,10 +806,23 @@ pub fn run(args: &Args) -> Result<(), Exit> {
     let problems = report(&manifest, &extra);
     let elapsed = start.elapsed().as_secs_f64();
     if !args.only.is_empty() {
+        // The code objects stay under target/ (for `attn --code-object`), not in the artifacts.
+        let keep = root.join("target/kernels/only");
+        std::fs::create_dir_all(&keep)
+            .map_err(|e| Exit::failed(format!("creating {}: {e}", keep.display())))?;
+        let entries = std::fs::read_dir(tmp.path())
+            .map_err(|e| Exit::failed(format!("reading the build folder: {e}")))?;
+        for e in entries.flatten() {
+            let to = keep.join(e.file_name());
+            std::fs::copy(e.path(), &to)
+                .map_err(|err| Exit::failed(format!("copying to {}: {err}", to.display())))?;
+        }
         println!(
             "
---only: built {} target(s) in {elapsed:.0} s; nothing written",
-            specs.len()
+--only: built {} target(s) in {elapsed:.0} s; artifacts not written (the code objects are \
+             in {})",
+            specs.len(),
+            keep.display()
         );
         return if problems.is_empty() {
             Ok(())

@@ -479,19 +479,23 @@ pub enum KernelId {
         /// Element type of `dout` and `out`.
         dtype: DType,
     },
-    /// `attn_bwd_dq_{dtype}_d{head_dim}`: `dq` (and `dbias`), one block per query block.
+    /// `attn_bwd_dq_{dtype}_d{head_dim}[_pieces]`: `dq` (and `dbias`), one block per query block.
     BwdDq {
         /// Element type.
         dtype: DType,
         /// Largest `D`/`Dv` the kernel handles.
         head_dim: u32,
+        /// Which features the kernel compiles in.
+        variant: BwdVariant,
     },
-    /// `attn_bwd_dkdv_{dtype}_d{head_dim}`: `dk` and `dv`, one block per key block.
+    /// `attn_bwd_dkdv_{dtype}_d{head_dim}[_pieces]`: `dk` and `dv`, one block per key block.
     BwdDkdv {
         /// Element type.
         dtype: DType,
         /// Largest `D`/`Dv` the kernel handles.
         head_dim: u32,
+        /// Which features the kernel compiles in.
+        variant: BwdVariant,
     },
     /// `attn_zero_b{bits}`: zeroes a strided 4-d tensor of 16- or 32-bit elements
     /// ([`ZeroParams`]).
@@ -532,6 +536,30 @@ impl FwdVariant {
     ];
 }
 
+/// The compile-time variants of the backward kernels. Masks and GQA are run-time in both; the
+/// plain kernels pay no registers for the features they leave out (the pieces' kernels hold
+/// 240-255 registers on sm_90a at every head dim, the plain ones far fewer: `docs/perf.md`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum BwdVariant {
+    /// Batch mode; no `seqused_k`, bias, `dbias`, ALiBi, softcap or dropout.
+    Plain,
+    /// Varlen, `seqused_k`, bias and `dbias`, ALiBi, softcap and dropout (each optional).
+    Pieces,
+}
+
+impl BwdVariant {
+    /// Both variants, in kernel-name order.
+    pub const ALL: [BwdVariant; 2] = [BwdVariant::Plain, BwdVariant::Pieces];
+
+    /// The kernel-name suffix: `""` or `"_pieces"`.
+    pub const fn suffix(self) -> &'static str {
+        match self {
+            BwdVariant::Plain => "",
+            BwdVariant::Pieces => "_pieces",
+        }
+    }
+}
+
 /// Head-dim buckets the forward kernels are instantiated for.
 pub const FWD_HEAD_DIMS: [u32; 4] = [32, 64, 128, 256];
 
@@ -558,11 +586,21 @@ impl KernelId {
                 write!(w, "attn_merge_{}_{}", input.name(), output.name())
             }
             KernelId::BwdPre { dtype } => write!(w, "attn_bwd_pre_{}", dtype.name()),
-            KernelId::BwdDq { dtype, head_dim } => {
-                write!(w, "attn_bwd_dq_{}_d{}", dtype.name(), head_dim)
+            KernelId::BwdDq {
+                dtype,
+                head_dim,
+                variant,
+            } => {
+                let (t, v) = (dtype.name(), variant.suffix());
+                write!(w, "attn_bwd_dq_{t}_d{head_dim}{v}")
             }
-            KernelId::BwdDkdv { dtype, head_dim } => {
-                write!(w, "attn_bwd_dkdv_{}_d{}", dtype.name(), head_dim)
+            KernelId::BwdDkdv {
+                dtype,
+                head_dim,
+                variant,
+            } => {
+                let (t, v) = (dtype.name(), variant.suffix());
+                write!(w, "attn_bwd_dkdv_{t}_d{head_dim}{v}")
             }
             KernelId::Zero { bits } => write!(w, "attn_zero_b{bits}"),
             KernelId::PhiloxAdvance => w.write_str("attn_philox_advance"),

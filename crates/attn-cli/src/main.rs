@@ -27,6 +27,56 @@ mod plot;
 struct Cli {
     #[command(subcommand)]
     cmd: Option<Cmd>,
+    /// Run this code object instead of the embedded one: a cubin, PTX or hsaco built from this
+    /// version's kernels, named after its target (`sm_90a.cubin`, `gfx942.hsaco`, or
+    /// `sm_90a.anything.cubin`): for trying a retuned build without rebuilding the CLI.
+    #[arg(long, global = true, value_name = "FILE")]
+    code_object: Option<std::path::PathBuf>,
+    /// Run the embedded code object of this target instead of the device's own (e.g. `sm_80`
+    /// on a Hopper GPU).
+    #[arg(
+        long,
+        global = true,
+        value_name = "TARGET",
+        conflicts_with = "code_object"
+    )]
+    target: Option<String>,
+}
+
+/// The code object the command line asked for, if not the device's own.
+enum CodeObject {
+    /// `--code-object FILE`: its target and bytes.
+    File(String, Vec<u8>),
+    /// `--target NAME`: an embedded one.
+    Embedded(String),
+}
+
+static CODE_OBJECT: std::sync::OnceLock<Option<CodeObject>> = std::sync::OnceLock::new();
+
+/// Reads `--code-object` / `--target` into [`CODE_OBJECT`].
+fn choose_code_object(cli: &Cli) -> Result<(), String> {
+    let choice = match (&cli.code_object, &cli.target) {
+        (Some(path), _) => {
+            let bytes = std::fs::read(path)
+                .map_err(|e| format!("--code-object {}: {e}", path.display()))?;
+            let target = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.split('.').next())
+                .filter(|t| !t.is_empty())
+                .ok_or_else(|| {
+                    format!(
+                        "--code-object {}: the file name must start with its target (sm_90a.cubin)",
+                        path.display()
+                    )
+                })?;
+            Some(CodeObject::File(target.to_string(), bytes))
+        }
+        (None, Some(t)) => Some(CodeObject::Embedded(t.clone())),
+        (None, None) => None,
+    };
+    CODE_OBJECT.get_or_init(|| choice);
+    Ok(())
 }
 
 #[derive(Subcommand)]
@@ -44,7 +94,17 @@ enum Cmd {
 
 /// The best device, or why there is none (printed).
 fn best_device() -> Option<Device> {
-    match Device::best() {
+    let dev = match CODE_OBJECT.get().and_then(Option::as_ref) {
+        None => Device::best(),
+        Some(choice) => Device::cuda(0).or_else(|_| Device::hip(0)).and_then(|d| {
+            match choice {
+                CodeObject::File(target, bytes) => d.load_code_object(target, bytes)?,
+                CodeObject::Embedded(target) => d.load_embedded(target)?,
+            }
+            Ok(d)
+        }),
+    };
+    match dev {
         Ok(d) => {
             let i = d.info();
             let target = d.code_object_target().unwrap_or_default();
@@ -65,6 +125,10 @@ fn best_device() -> Option<Device> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Err(e) = choose_code_object(&cli) {
+        eprintln!("error: {e}");
+        return ExitCode::FAILURE;
+    }
     let r: Result<bool, Box<dyn std::error::Error>> =
         match cli.cmd.unwrap_or(Cmd::Check(check::Args::default())) {
             Cmd::Info => info::run().map(|_| true).map_err(Into::into),

@@ -25,7 +25,8 @@ use crate::ops::{
 };
 use crate::{DeviceBuffer, Route, Stream};
 use attn_abi::{
-    BWD_DBIAS, BWD_DBIAS_F32, BwdParams, DType, FLAG_VEC16, KernArgs, KernelId, ZeroParams,
+    BWD_DBIAS, BWD_DBIAS_F32, BwdParams, BwdVariant, DType, FLAG_VEC16, FwdVariant, KernArgs,
+    KernelId, ZeroParams,
 };
 use attn_kernels::bwd::policy::{
     BWD_THREADS, BwdKernel, bwd_instantiated, bwd_smem_bytes, bwd_tile, pre_rows, pre_smem_bytes,
@@ -183,8 +184,21 @@ impl Backward {
         let dvd = v.shape[3];
         let bucket = head_dim_bucket(d.max(dvd))
             .ok_or_else(|| Error::unsupported(format!("head dims {d}/{dvd} above 256")))?;
+        // The plain kernels where the forward needed no feature of the pieces' (and no dbias).
+        let plain = matches!(
+            fplan.kernel,
+            KernelId::Fwd {
+                variant: FwdVariant::Plain,
+                ..
+            }
+        ) && self.dbias.is_none();
+        let variant = if plain {
+            BwdVariant::Plain
+        } else {
+            BwdVariant::Pieces
+        };
         for kernel in [BwdKernel::Dq, BwdKernel::Dkdv] {
-            if !bwd_instantiated(family, dtype, bucket as usize, kernel) {
+            if !bwd_instantiated(family, dtype, bucket as usize, kernel, variant) {
                 return Err(Error::unsupported(format!(
                     "the {dtype:?} backward at head dim {bucket} on {family:?} (its tiles do not \
                      fit the shared memory)"
@@ -289,7 +303,7 @@ impl Backward {
             dbias: dbias_ptr,
             dbias_strides,
             bwd_flags,
-            slices: bwd_tile(family, dtype, bucket as usize, BwdKernel::Dq).slices as u32,
+            slices: bwd_tile(family, dtype, bucket as usize, BwdKernel::Dq, variant).slices as u32,
             delta,
         };
         let empty = nb == 0 || hq == 0;
@@ -297,7 +311,7 @@ impl Backward {
             if empty || rows == 0 {
                 return Ok(None);
             }
-            let t = bwd_tile(family, dtype, bucket as usize, kernel);
+            let t = bwd_tile(family, dtype, bucket as usize, kernel, variant);
             let x = rows.div_ceil(t.block_rows) * t.slices;
             if x > i32::MAX as usize || heads > GRID_LIMIT || nb > GRID_LIMIT {
                 return Err(Error::unsupported(format!(
@@ -308,16 +322,19 @@ impl Backward {
                 BwdKernel::Dq => KernelId::BwdDq {
                     dtype,
                     head_dim: bucket,
+                    variant,
                 },
                 BwdKernel::Dkdv => KernelId::BwdDkdv {
                     dtype,
                     head_dim: bucket,
+                    variant,
                 },
             };
             Ok(Some(BwdLaunch {
                 kernel: id,
                 grid: [x as u32, heads as u32, nb as u32],
-                shared_bytes: bwd_smem_bytes(family, dtype, bucket as usize, kernel) as u32,
+                shared_bytes: bwd_smem_bytes(family, dtype, bucket as usize, kernel, variant)
+                    as u32,
             }))
         };
         let pre = (!empty && max_sq > 0).then(|| BwdLaunch {
@@ -518,8 +535,8 @@ mod tests {
     fn plan_grids_follow_the_tiles() {
         for dtype in DType::ALL {
             let p = call(dtype).plan(Family::Sm90).unwrap();
-            let tq = bwd_tile(Family::Sm90, dtype, 64, BwdKernel::Dq);
-            let tk = bwd_tile(Family::Sm90, dtype, 64, BwdKernel::Dkdv);
+            let tq = bwd_tile(Family::Sm90, dtype, 64, BwdKernel::Dq, BwdVariant::Plain);
+            let tk = bwd_tile(Family::Sm90, dtype, 64, BwdKernel::Dkdv, BwdVariant::Plain);
             let dq = p.dq.unwrap();
             assert_eq!(
                 dq.grid,
@@ -534,7 +551,8 @@ mod tests {
                 dkdv.kernel,
                 KernelId::BwdDkdv {
                     dtype,
-                    head_dim: 64
+                    head_dim: 64,
+                    variant: BwdVariant::Plain,
                 }
             );
             assert_eq!(
@@ -576,6 +594,32 @@ mod tests {
             Err(Error::Unsupported { .. })
         ));
         assert!(wide(128).plan(Family::Cdna).is_ok());
+    }
+
+    #[test]
+    fn plain_kernels_unless_a_feature_of_the_pieces_is_asked_for() {
+        let variant = |b: Backward| match b.plan(Family::Sm90).unwrap().dq.unwrap().kernel {
+            KernelId::BwdDq { variant, .. } => variant,
+            other => panic!("{other:?}"),
+        };
+        let dt = DType::Bf16;
+        assert_eq!(variant(call(dt)), BwdVariant::Plain);
+        // Masks stay run-time in the plain kernels.
+        let mut c = call(dt);
+        c.fwd = c.fwd.mask(crate::Mask::Causal(crate::Align::BottomRight));
+        assert_eq!(variant(c), BwdVariant::Plain);
+        let mut c = call(dt);
+        c.fwd = c.fwd.softcap(30.0);
+        assert_eq!(variant(c), BwdVariant::Pieces);
+        let mut c = call(dt);
+        c.fwd = c.fwd.bias(bias(0xA0_0000, dt, FULL));
+        assert_eq!(variant(c), BwdVariant::Pieces);
+        let mut c = call(dt);
+        c.fwd = c.fwd.bias(bias(0xA0_0000, dt, FULL));
+        assert_eq!(
+            variant(c.dbias(bias(0x1000_0000, dt, FULL))),
+            BwdVariant::Pieces
+        );
     }
 
     #[test]

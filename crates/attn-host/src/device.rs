@@ -86,6 +86,77 @@ impl Device {
         self.module().map(|(t, _)| t.clone())
     }
 
+    /// Loads `image` as this device's code object instead of the embedded one: a cubin, PTX or
+    /// hsaco that `cargo xtask build-kernels` (or `ptxas` on its PTX) built for `target` from
+    /// this version's kernels, whose tile policy is `target`'s ([`Device::tile_family`]). For
+    /// trying a retuned code object without rebuilding the host (`attn --code-object`). The
+    /// runtime copies the image.
+    ///
+    /// Must come before anything that loads the code object (a launch, [`Device::best`]'s
+    /// probe, [`Device::code_object_target`]); afterwards it is an `InvalidArgument`.
+    pub fn load_code_object(&self, target: &str, image: &[u8]) -> Result<()> {
+        self.load_first(target, &[image])
+    }
+
+    /// Loads the embedded code object of `target` instead of the device's own (e.g. `"sm_80"` on
+    /// a Hopper GPU, whose own is `sm_90a`): its cubin where that runs, else its PTX (JIT). Same
+    /// rules as [`Device::load_code_object`].
+    pub fn load_embedded(&self, target: &str) -> Result<()> {
+        let images: Vec<&[u8]> = [code_objects::Format::Cubin, code_objects::Format::Hsaco]
+            .into_iter()
+            .chain([code_objects::Format::Ptx])
+            .flat_map(|f| {
+                code_objects::CODE_OBJECTS
+                    .iter()
+                    .filter(move |c| c.target == target && c.format == f)
+            })
+            .map(|c| c.bytes)
+            .collect();
+        if images.is_empty() {
+            return Err(Error::unsupported(format!(
+                "no embedded code object for {target}"
+            )));
+        }
+        self.load_first(target, &images)
+    }
+
+    /// Loads the first of `images` (code objects of `target`) that the runtime accepts as this
+    /// device's code object.
+    fn load_first(&self, target: &str, images: &[&[u8]]) -> Result<()> {
+        attn_kernels::fwd::policy::Family::of_arch(target)
+            .ok_or_else(|| Error::unsupported(format!("no tile policy for target {target}")))?;
+        if self.inner.module.get().is_some() {
+            return Err(Error::invalid(
+                "code object",
+                "a device whose code object is not loaded yet",
+                "one already loaded",
+            ));
+        }
+        let mut errors = Vec::new();
+        for image in images {
+            match self.inner.backend.load_module(image) {
+                Ok(m) => {
+                    return self
+                        .inner
+                        .module
+                        .set(Ok((target.to_string(), m)))
+                        .map_err(|_| {
+                            Error::invalid(
+                                "code object",
+                                "a device whose code object is not loaded yet",
+                                "one loaded meanwhile",
+                            )
+                        });
+                }
+                Err(e) => errors.push(e.to_string()),
+            }
+        }
+        Err(Error::unsupported(format!(
+            "no code object of {target} loads here: {}",
+            errors.join("; ")
+        )))
+    }
+
     fn module(&self) -> Result<&(String, ModuleHandle)> {
         self.inner
             .module

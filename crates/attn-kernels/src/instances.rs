@@ -7,8 +7,8 @@ use crate::bwd::{self, policy::BwdKernel};
 use crate::fwd::{self, policy};
 use crate::numeric::{Bf16, F16};
 use attn_abi::{
-    BwdParams, DType, EchoParams, FwdParams, FwdVariant, KERNARG_WORDS, KernArgs, MergeParams,
-    PhiloxAdvanceParams, ZeroParams,
+    BwdParams, BwdVariant, DType, EchoParams, FwdParams, FwdVariant, KERNARG_WORDS, KernArgs,
+    MergeParams, PhiloxAdvanceParams, ZeroParams,
 };
 use attn_macros::kernel;
 
@@ -379,25 +379,32 @@ merge!(attn_merge_f32_f16, f32, F16);
 merge!(attn_merge_f32_bf16, f32, Bf16);
 merge!(attn_merge_f32_f32, f32, f32);
 
-/// Instantiates a backward kernel (`Dq` or `Dkdv`) for one atom, element type and head-dim bucket
-/// (tiles: [`bwd::policy::bwd_tile`]; a stub where [`bwd::policy::bwd_instantiated`] says the
-/// tiles do not fit).
+/// Instantiates a backward kernel (`Dq` or `Dkdv`, [`BwdVariant`]) for one atom, element type
+/// and head-dim bucket (tiles: [`bwd::policy::bwd_tile`]; a stub where
+/// [`bwd::policy::bwd_instantiated`] says the tiles do not fit).
 macro_rules! bwd {
-    ($name:ident, $kernel:ident, $run:ident, $atom:ty, $dtype:expr, $d:literal $(, $passes:ident)?) => {
+    (
+        $name:ident, $kernel:ident, $variant:ident, $run:ident, $atom:ty, $dtype:expr, $d:literal,
+        blocks = $b:literal $(, $passes:ident)?
+    ) => {
         /// Backward pass.
-        #[kernel(threads = 128)]
+        #[kernel(threads = 128, blocks = $b)]
         pub fn $name(p: &BwdParams) {
             type A = $atom;
+            const V: BwdVariant = BwdVariant::$variant;
             const T: bwd::policy::BwdTile =
-                bwd::policy::bwd_tile(FAMILY, $dtype, $d, BwdKernel::$kernel);
+                bwd::policy::bwd_tile(FAMILY, $dtype, $d, BwdKernel::$kernel, V);
+            const {
+                assert!($b == bwd::policy::bwd_min_blocks($dtype, $d, BwdKernel::$kernel, V))
+            };
             const { assert!(T.block_rows == WAVES * T.tm * <A as MmaAtom>::M) };
             const { assert!(T.p_in_smem == !<A as MmaAtom>::P_IN_REGISTERS) };
-            if !bwd::policy::bwd_instantiated(FAMILY, $dtype, $d, BwdKernel::$kernel) {
+            if !bwd::policy::bwd_instantiated(FAMILY, $dtype, $d, BwdKernel::$kernel, V) {
                 // A stub, distinct from the others (see the forward's).
                 if p.fwd.heads_q == 0 && p.dq != 0 {
                     let id = $d as u32 * 16 + $dtype as u32 * 4 + BwdKernel::$kernel as u32;
                     // SAFETY: unreachable from the host (it rejects Hq = 0 launches).
-                    unsafe { *(p.dq as *mut u32) = id + 0x1000 };
+                    unsafe { *(p.dq as *mut u32) = id + 0x1000 + 0x100 * V as u32 };
                 }
                 return;
             }
@@ -411,101 +418,166 @@ macro_rules! bwd {
                 { T.block_cols / <A as MmaAtom>::K },
                 $({ T.$passes },)?
                 { T.prefetch },
+                { matches!(V, BwdVariant::Pieces) },
             >(p)
         }
     };
 }
 
-macro_rules! bwd_pair {
-    ($dq:ident, $dkdv:ident, $atom:ty, $dtype:expr, $d:literal) => {
-        bwd!($dq, Dq, run_dq, $atom, $dtype, $d);
-        bwd!($dkdv, Dkdv, run_dkdv, $atom, $dtype, $d, passes);
+/// The four backward kernels of one (atom, dtype, head-dim bucket): `dq` and `dk + dv`, plain
+/// (asking for `blocks = (dq's, dk + dv's)` resident blocks, [`bwd::policy::bwd_min_blocks`])
+/// and with the pieces.
+macro_rules! bwd_set {
+    (
+        $dq:ident, $dkdv:ident, $dq_p:ident, $dkdv_p:ident, $atom:ty, $dtype:expr, $d:literal,
+        blocks = ($bq:literal, $bk:literal)
+    ) => {
+        bwd!($dq, Dq, Plain, run_dq, $atom, $dtype, $d, blocks = $bq);
+        bwd!(
+            $dkdv,
+            Dkdv,
+            Plain,
+            run_dkdv,
+            $atom,
+            $dtype,
+            $d,
+            blocks = $bk,
+            passes
+        );
+        bwd!($dq_p, Dq, Pieces, run_dq, $atom, $dtype, $d, blocks = 1);
+        bwd!(
+            $dkdv_p,
+            Dkdv,
+            Pieces,
+            run_dkdv,
+            $atom,
+            $dtype,
+            $d,
+            blocks = 1,
+            passes
+        );
     };
 }
 
-bwd_pair!(
+bwd_set!(
     attn_bwd_dq_f16_d32,
     attn_bwd_dkdv_f16_d32,
+    attn_bwd_dq_f16_d32_pieces,
+    attn_bwd_dkdv_f16_d32_pieces,
     Native<F16>,
     DType::F16,
-    32
+    32,
+    blocks = (4, 3)
 );
-bwd_pair!(
+bwd_set!(
     attn_bwd_dq_f16_d64,
     attn_bwd_dkdv_f16_d64,
+    attn_bwd_dq_f16_d64_pieces,
+    attn_bwd_dkdv_f16_d64_pieces,
     Native<F16>,
     DType::F16,
-    64
+    64,
+    blocks = (4, 3)
 );
-bwd_pair!(
+bwd_set!(
     attn_bwd_dq_f16_d128,
     attn_bwd_dkdv_f16_d128,
+    attn_bwd_dq_f16_d128_pieces,
+    attn_bwd_dkdv_f16_d128_pieces,
     Native<F16>,
     DType::F16,
-    128
+    128,
+    blocks = (3, 1)
 );
-bwd_pair!(
+bwd_set!(
     attn_bwd_dq_f16_d256,
     attn_bwd_dkdv_f16_d256,
+    attn_bwd_dq_f16_d256_pieces,
+    attn_bwd_dkdv_f16_d256_pieces,
     Native<F16>,
     DType::F16,
-    256
+    256,
+    blocks = (1, 1)
 );
-bwd_pair!(
+bwd_set!(
     attn_bwd_dq_bf16_d32,
     attn_bwd_dkdv_bf16_d32,
+    attn_bwd_dq_bf16_d32_pieces,
+    attn_bwd_dkdv_bf16_d32_pieces,
     Native<Bf16>,
     DType::Bf16,
-    32
+    32,
+    blocks = (4, 3)
 );
-bwd_pair!(
+bwd_set!(
     attn_bwd_dq_bf16_d64,
     attn_bwd_dkdv_bf16_d64,
+    attn_bwd_dq_bf16_d64_pieces,
+    attn_bwd_dkdv_bf16_d64_pieces,
     Native<Bf16>,
     DType::Bf16,
-    64
+    64,
+    blocks = (4, 3)
 );
-bwd_pair!(
+bwd_set!(
     attn_bwd_dq_bf16_d128,
     attn_bwd_dkdv_bf16_d128,
+    attn_bwd_dq_bf16_d128_pieces,
+    attn_bwd_dkdv_bf16_d128_pieces,
     Native<Bf16>,
     DType::Bf16,
-    128
+    128,
+    blocks = (3, 1)
 );
-bwd_pair!(
+bwd_set!(
     attn_bwd_dq_bf16_d256,
     attn_bwd_dkdv_bf16_d256,
+    attn_bwd_dq_bf16_d256_pieces,
+    attn_bwd_dkdv_bf16_d256_pieces,
     Native<Bf16>,
     DType::Bf16,
-    256
+    256,
+    blocks = (1, 1)
 );
-bwd_pair!(
+bwd_set!(
     attn_bwd_dq_f32_d32,
     attn_bwd_dkdv_f32_d32,
+    attn_bwd_dq_f32_d32_pieces,
+    attn_bwd_dkdv_f32_d32_pieces,
     FmaAtom<f32>,
     DType::F32,
-    32
+    32,
+    blocks = (1, 1)
 );
-bwd_pair!(
+bwd_set!(
     attn_bwd_dq_f32_d64,
     attn_bwd_dkdv_f32_d64,
+    attn_bwd_dq_f32_d64_pieces,
+    attn_bwd_dkdv_f32_d64_pieces,
     FmaAtom<f32>,
     DType::F32,
-    64
+    64,
+    blocks = (1, 1)
 );
-bwd_pair!(
+bwd_set!(
     attn_bwd_dq_f32_d128,
     attn_bwd_dkdv_f32_d128,
+    attn_bwd_dq_f32_d128_pieces,
+    attn_bwd_dkdv_f32_d128_pieces,
     FmaAtom<f32>,
     DType::F32,
-    128
+    128,
+    blocks = (1, 1)
 );
-bwd_pair!(
+bwd_set!(
     attn_bwd_dq_f32_d256,
     attn_bwd_dkdv_f32_d256,
+    attn_bwd_dq_f32_d256_pieces,
+    attn_bwd_dkdv_f32_d256_pieces,
     FmaAtom<f32>,
     DType::F32,
-    256
+    256,
+    blocks = (1, 1)
 );
 
 /// `TN` of the preprocess kernel on atom `A`: the `[M, TN·N]` tile is square.

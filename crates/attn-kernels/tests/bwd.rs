@@ -265,8 +265,21 @@ fn check<
         hq as u32,
         nb as u32,
     );
+    // The plain kernels (BwdVariant::Plain) where the problem needs no feature of the pieces',
+    // as the host dispatches them.
+    let plain = p.varlen.is_none()
+        && p.seqused_k.is_none()
+        && p.bias.is_none()
+        && p.alibi.is_none()
+        && p.softcap == 0.0
+        && p.dropout.is_none()
+        && !want_dbias;
     launch(grid, 128, smem, || {
-        bwd::run_dq::<A, WAVES, 1, BTN, ND, NS, BKK, PREFETCH>(&bp)
+        if plain {
+            bwd::run_dq::<A, WAVES, 1, BTN, ND, NS, BKK, PREFETCH, false>(&bp)
+        } else {
+            bwd::run_dq::<A, WAVES, 1, BTN, ND, NS, BKK, PREFETCH, true>(&bp)
+        }
     });
     // dkdv: block rows = keys, step = queries.
     let smem = 2 * r * dp * esize
@@ -278,7 +291,11 @@ fn check<
         nb as u32,
     );
     launch(grid, 128, smem, || {
-        bwd::run_dkdv::<A, WAVES, 1, BTN, ND, NS, BKK, PASSES, PREFETCH>(&bp)
+        if plain {
+            bwd::run_dkdv::<A, WAVES, 1, BTN, ND, NS, BKK, PASSES, PREFETCH, false>(&bp)
+        } else {
+            bwd::run_dkdv::<A, WAVES, 1, BTN, ND, NS, BKK, PASSES, PREFETCH, true>(&bp)
+        }
     });
 
     // The truth: attn-ref's f64 forward and backward from the same rounded inputs.

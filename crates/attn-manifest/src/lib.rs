@@ -226,7 +226,7 @@ fn forward_kernel(
     Some((family, dtype, d, variant))
 }
 
-/// `(family, dtype, head-dim bucket, kernel)` of backward kernel `kernel` on `target`.
+/// `(family, dtype, head-dim bucket, kernel, variant)` of backward kernel `kernel` on `target`.
 fn backward_kernel(
     target: &str,
     kernel: &str,
@@ -235,7 +235,9 @@ fn backward_kernel(
     attn_abi::DType,
     usize,
     attn_kernels::bwd::policy::BwdKernel,
+    attn_abi::BwdVariant,
 )> {
+    use attn_abi::BwdVariant;
     use attn_kernels::bwd::policy::BwdKernel;
     let family = attn_kernels::fwd::policy::Family::of_arch(target)?;
     let (which, rest) = if let Some(r) = kernel.strip_prefix("attn_bwd_dq_") {
@@ -243,8 +245,14 @@ fn backward_kernel(
     } else {
         (BwdKernel::Dkdv, kernel.strip_prefix("attn_bwd_dkdv_")?)
     };
-    let (dtype, d) = dtype_and_dim(&mut rest.split('_'))?;
-    Some((family, dtype, d, which))
+    let mut parts = rest.split('_');
+    let (dtype, d) = dtype_and_dim(&mut parts)?;
+    let variant = match parts.next() {
+        None => BwdVariant::Plain,
+        Some("pieces") => BwdVariant::Pieces,
+        Some(_) => return None,
+    };
+    Some((family, dtype, d, which, variant))
 }
 
 /// The `{dtype}_d{D}` part of a kernel name (`attn_abi::KernelId`'s grammar), from `parts`.
@@ -264,8 +272,9 @@ fn dtype_and_dim<'a>(
 fn is_stub(target: &str, kernel: &str) -> bool {
     forward_kernel(target, kernel)
         .is_some_and(|(f, t, d, v)| !attn_kernels::fwd::policy::instantiated(f, t, d, v))
-        || backward_kernel(target, kernel)
-            .is_some_and(|(f, t, d, k)| !attn_kernels::bwd::policy::bwd_instantiated(f, t, d, k))
+        || backward_kernel(target, kernel).is_some_and(|(f, t, d, k, v)| {
+            !attn_kernels::bwd::policy::bwd_instantiated(f, t, d, k, v)
+        })
 }
 
 impl Kernel {

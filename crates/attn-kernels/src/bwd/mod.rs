@@ -473,6 +473,7 @@ pub fn run_dq<
     const NS: usize,
     const KK: usize,
     const PREFETCH: bool,
+    const PIECES: bool,
 >(
     bp: &BwdParams,
 ) {
@@ -497,7 +498,7 @@ pub fn run_dq<
     let (m_blk, slice) = ((x / slices) as usize, (x % slices) as usize);
     let (b, h) = (z as usize, y as usize);
     let g = h / (p.heads_q / p.heads_k) as usize;
-    let seq = SeqInfo::resolve(&p, b);
+    let seq = SeqInfo::of::<PIECES>(&p, b);
     let (sq, sk) = (seq.sq, seq.sk);
     let (dq, dv) = (p.head_dim as usize, p.head_dim_v as usize);
     let m0 = m_blk * block_m;
@@ -510,8 +511,12 @@ pub fn run_dq<
     } else {
         sk as i64 - sq as i64
     };
-    let scores = Scores::new(&p, b, h, alibi_off);
-    let dropout = Dropout::new(&p, b, h);
+    let scores = if PIECES {
+        Scores::new(&p, b, h, alibi_off)
+    } else {
+        Scores::plain(&p)
+    };
+    let dropout = if PIECES { Dropout::new(&p, b, h) } else { None };
     let (bt, h64, g64) = (seq.batch as i64, h as i64, g as i64);
     let at = |base: u64, s: [i64; 3], row0: usize, head: i64| {
         (base as *const A::E)
@@ -525,7 +530,7 @@ pub fn run_dq<
     // Shared memory: q_s, do_s [BLOCK_M, dp]; p_s [BLOCK_M, pp] (dS as A operands, when the
     // atom needs it); then one step buffer per key block in flight (two with PREFETCH: the next
     // block's copies land while this one computes), each k_s, v_s [BLOCK_N, dp] and
-    // b_s [BLOCK_M, padded(BLOCK_N)] (the bias tile, f32 at worst).
+    // b_s [BLOCK_M, padded(BLOCK_N)] (the bias tile, f32 at worst; `PIECES` only).
     let q_s = dyn_smem().cast::<A::E>();
     let do_s = q_s.wrapping_add(block_m * dp);
     let p_s = do_s.wrapping_add(block_m * dp);
@@ -535,7 +540,7 @@ pub fn run_dq<
         block_m * pp * esize
     };
     let bufs = if PREFETCH { 2 } else { 1 };
-    let step_bytes = 2 * block_n * dp * esize + block_m * padded(block_n, 4) * 4;
+    let step_bytes = 2 * block_n * dp * esize + policy::bias_tile_bytes(PIECES, block_m, block_n);
     let step0 = p_s.cast::<u8>().wrapping_add(p_bytes);
     // (k_s, v_s, b_s) of key block `nb`.
     let buf = move |nb: usize| {
@@ -547,7 +552,7 @@ pub fn run_dq<
             base.wrapping_add(2 * block_n * dp * esize),
         )
     };
-    let bias_on = p.bias != 0;
+    let bias_on = PIECES && p.bias != 0;
     let bias_f32 = p.flags & FLAG_BIAS_F32 != 0;
     let bes = if bias_f32 { 4 } else { esize };
 
@@ -598,7 +603,7 @@ pub fn run_dq<
         1.0
     };
     let cap = scores.softcap;
-    let dbias_on = bp.bwd_flags & BWD_DBIAS != 0;
+    let dbias_on = PIECES && bp.bwd_flags & BWD_DBIAS != 0;
     let dbias_f32 = bp.bwd_flags & BWD_DBIAS_F32 != 0;
     let dbs = bp.dbias_strides;
     let dbes = if dbias_f32 { 4 } else { esize as i64 };
@@ -745,6 +750,7 @@ pub fn run_dkdv<
     const KK: usize,
     const PASSES: usize,
     const PREFETCH: bool,
+    const PIECES: bool,
 >(
     bp: &BwdParams,
 ) {
@@ -771,7 +777,7 @@ pub fn run_dkdv<
     let (n_blk, slice) = ((x / slices) as usize, (x % slices) as usize);
     let (b, g) = (z as usize, y as usize);
     let group = (p.heads_q / p.heads_k) as usize;
-    let seq = SeqInfo::resolve(&p, b);
+    let seq = SeqInfo::of::<PIECES>(&p, b);
     let (sq, sk) = (seq.sq, seq.sk);
     let (dq, dv) = (p.head_dim as usize, p.head_dim_v as usize);
     let n0 = n_blk * block_n;
@@ -806,7 +812,9 @@ pub fn run_dkdv<
         block_n * pp * esize
     };
     let bufs = if PREFETCH { 2 } else { 1 };
-    let step_bytes = 2 * block_m * dp * esize + 2 * block_m * 4 + block_m * padded(block_n, 4) * 4;
+    let step_bytes = 2 * block_m * dp * esize
+        + 2 * block_m * 4
+        + policy::bias_tile_bytes(PIECES, block_m, block_n);
     let step0 = p_s.cast::<u8>().wrapping_add(p_bytes);
     // (q_s, do_s, ls, dls, b_s) of step `st`.
     let buf = move |st: usize| {
@@ -817,7 +825,7 @@ pub fn run_dkdv<
         let dls = ls.wrapping_add(block_m);
         (q_s, do_s, ls, dls, dls.wrapping_add(block_m).cast::<u8>())
     };
-    let bias_on = p.bias != 0;
+    let bias_on = PIECES && p.bias != 0;
     let bias_f32 = p.flags & FLAG_BIAS_F32 != 0;
     let bes = if bias_f32 { 4 } else { esize };
 
@@ -907,8 +915,12 @@ pub fn run_dkdv<
             let st = it - pre;
             let (h, m0) = at_step(st);
             let (q_s, do_s, ls, dls, b_s) = buf(st);
-            let scores = Scores::new(&p, b, h, alibi_off);
-            let dropout = Dropout::new(&p, b, h);
+            let scores = if PIECES {
+                Scores::new(&p, b, h, alibi_off)
+            } else {
+                Scores::plain(&p)
+            };
+            let dropout = if PIECES { Dropout::new(&p, b, h) } else { None };
             let cap = scores.softcap;
             let rescale = if dropout.is_some() {
                 p.dropout_rescale

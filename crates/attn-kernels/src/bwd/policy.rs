@@ -1,7 +1,7 @@
 //! Tile sizes of the backward kernels: one pure function, [`bwd_tile`], shared by the kernels
 //! (through `instances.rs`) and the host (grid and shared memory).
 use crate::fwd::policy::{Family, THREADS, padded, waves};
-use attn_abi::DType;
+use attn_abi::{BwdVariant, DType};
 
 /// Which backward kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -69,7 +69,59 @@ const fn atom_n(family: Family, dtype: DType) -> usize {
     }
 }
 
-/// The tile of `kernel` for `dtype` and head-dim bucket `d` on `family`.
+/// Whether (`family`, `dtype`, `d`, `variant`) takes [`plain_nv16_tile`]: the plain kernels on
+/// NVIDIA's 16-bit atom up to D = 128.
+const fn plain_nv16(family: Family, dtype: DType, d: usize, variant: BwdVariant) -> bool {
+    matches!(variant, BwdVariant::Plain)
+        && matches!(family, Family::Sm80 | Family::Sm90)
+        && !matches!(dtype, DType::F32)
+        && d <= 128
+}
+
+/// The plain kernels' tile on NVIDIA's 16-bit atom up to D = 128. The registers the pieces would
+/// hold (bias, ALiBi, softcap, dropout, varlen: 240-255 of them on sm_90a at every head dim) buy
+/// wider steps: 64 keys per `dq` step (32 on sm_80), 64 queries per `dK + dV` step up to D = 64
+/// (32 on sm_80) and 32 at D = 128, where both accumulators stay live in one walk (no second pass, no slices); and, up
+/// to D = 64, three resident blocks per SM ([`bwd_min_blocks`]). Chosen by two sweeps on the H200
+/// (docs/perf.md, b7): 2.0-2.2x the pieces' tile at D = 64, 1.9-2.2x at D = 128.
+const fn plain_nv16_tile(family: Family, dtype: DType, d: usize, kernel: BwdKernel) -> BwdTile {
+    BwdTile {
+        tm: 1,
+        block_rows: waves(family) * atom_m(family, dtype),
+        block_cols: match (kernel, d, family) {
+            // (sm_80's 64-key step spilled 4-24 bytes under sm_90a's block counts.)
+            (BwdKernel::Dq, _, Family::Sm80) => 32,
+            (BwdKernel::Dq, _, _) => 64,
+            (BwdKernel::Dkdv, 128, _) => 32,
+            // (sm_80's 64-query step spilled 4-16 bytes under the 168 registers of three blocks.)
+            (BwdKernel::Dkdv, _, Family::Sm80) => 32,
+            (BwdKernel::Dkdv, _, _) => 64,
+        },
+        slices: 1,
+        p_in_smem: false,
+        passes: 1,
+        prefetch: false,
+    }
+}
+
+/// Resident blocks per SM that the NVIDIA backward kernel asks of `ptxas` (`#[kernel(blocks)]`,
+/// which caps its registers at `65536 / (blocks · 128)`), for the plain 16-bit kernels: `dq` 4
+/// up to D = 64 (128 registers) and 3 at D = 128 (168), `dK + dV` 3 up to D = 64 (168) and 1 at
+/// D = 128 (its one walk needs 254); no spills in any. 1 (up to 255 registers) elsewhere. The
+/// sweeps' best (docs/perf.md, b7).
+pub const fn bwd_min_blocks(dtype: DType, d: usize, kernel: BwdKernel, variant: BwdVariant) -> u32 {
+    if !matches!(variant, BwdVariant::Plain) || matches!(dtype, DType::F32) {
+        return 1;
+    }
+    match (kernel, d) {
+        (BwdKernel::Dq, ..=64) => 4,
+        (BwdKernel::Dq, 128) => 3,
+        (BwdKernel::Dkdv, ..=64) => 3,
+        _ => 1,
+    }
+}
+
+/// The tile of `kernel` (`variant`) for `dtype` and head-dim bucket `d` on `family`.
 ///
 /// One fragment of rows per wave. Columns per step: 32 for `Dq` on the 16-bit atoms, 16 where
 /// the registers or AMD's shared memory need it (`Dkdv` holds two `[M, D]` accumulators beside
@@ -77,7 +129,16 @@ const fn atom_n(family: Family, dtype: DType) -> usize {
 /// N is 32). The gradient accumulators of a wave (`dq`, or `dk` and `dv`) are `[M, D]` f32 each:
 /// at D = 256 they are split in two head-dim slices (each block recomputes `S` and `dP` for its
 /// half).
-pub const fn bwd_tile(family: Family, dtype: DType, d: usize, kernel: BwdKernel) -> BwdTile {
+pub const fn bwd_tile(
+    family: Family,
+    dtype: DType,
+    d: usize,
+    kernel: BwdKernel,
+    variant: BwdVariant,
+) -> BwdTile {
+    if plain_nv16(family, dtype, d, variant) {
+        return plain_nv16_tile(family, dtype, d, kernel);
+    }
     let m = atom_m(family, dtype);
     let nv = matches!(family, Family::Sm80 | Family::Sm90);
     let half = !matches!(dtype, DType::F32);
@@ -131,25 +192,42 @@ pub const fn bwd_tile(family: Family, dtype: DType, d: usize, kernel: BwdKernel)
 /// Shared memory of one block of `kernel`: the block's own tiles (Q and dO for `Dq`, K and V for
 /// `Dkdv`, `[rows, D]` each), each wave's P/dS slab (`[rows, cols]`, when P goes through shared
 /// memory), and one step buffer (two with [`BwdTile::prefetch`]): the step's tiles (`[cols, D]`
-/// each), the bias tile (`[rows or cols, ..]`, f32 at worst) and, for `Dkdv`, the step's lse and
-/// delta (f32 `[cols]` each). Rows padded.
-pub const fn bwd_smem_bytes(family: Family, dtype: DType, d: usize, kernel: BwdKernel) -> usize {
-    let t = bwd_tile(family, dtype, d, kernel);
+/// each), the bias tile (`[rows or cols, ..]`, f32 at worst; the pieces' kernels only) and, for
+/// `Dkdv`, the step's lse and delta (f32 `[cols]` each). Rows padded.
+pub const fn bwd_smem_bytes(
+    family: Family,
+    dtype: DType,
+    d: usize,
+    kernel: BwdKernel,
+    variant: BwdVariant,
+) -> usize {
+    let t = bwd_tile(family, dtype, d, kernel, variant);
     let e = dtype.size();
     let (r, c) = (t.block_rows, t.block_cols);
     let p = if t.p_in_smem { r * padded(c, e) * e } else { 0 };
+    let pieces = matches!(variant, BwdVariant::Pieces);
     // The block's own tiles, then one step buffer (two with prefetch).
     let (own, step) = match kernel {
         BwdKernel::Dq => (
             2 * r * padded(d, e) * e,
-            2 * c * padded(d, e) * e + r * padded(c, 4) * 4,
+            2 * c * padded(d, e) * e + bias_tile_bytes(pieces, r, c),
         ),
         BwdKernel::Dkdv => (
             2 * r * padded(d, e) * e,
-            2 * c * padded(d, e) * e + 2 * c * 4 + c * padded(r, 4) * 4,
+            2 * c * padded(d, e) * e + 2 * c * 4 + bias_tile_bytes(pieces, c, r),
         ),
     };
     own + p + if t.prefetch { 2 } else { 1 } * step
+}
+
+/// The step's bias tile `[rows, padded(cols)]` (f32 at worst), bytes: only the pieces' kernels
+/// have one.
+pub const fn bias_tile_bytes(pieces: bool, rows: usize, cols: usize) -> usize {
+    if pieces {
+        rows * padded(cols, 4) * 4
+    } else {
+        0
+    }
 }
 
 /// The shared memory a block of `family` may use.
@@ -166,8 +244,14 @@ pub const fn smem_limit(family: Family) -> usize {
 /// that the host refuses as `Unsupported` before any launch). RDNA3's 16-bit dK + dV, which
 /// spilled its 256 VGPRs from D = 64 in one slice, run in head-dim slices of 32 there
 /// ([`bwd_tile`]: 200-203 VGPRs, no scratch).
-pub const fn bwd_instantiated(family: Family, dtype: DType, d: usize, kernel: BwdKernel) -> bool {
-    bwd_smem_bytes(family, dtype, d, kernel) <= smem_limit(family)
+pub const fn bwd_instantiated(
+    family: Family,
+    dtype: DType,
+    d: usize,
+    kernel: BwdKernel,
+    variant: BwdVariant,
+) -> bool {
+    bwd_smem_bytes(family, dtype, d, kernel, variant) <= smem_limit(family)
 }
 
 /// Threads per block of every backward kernel.
@@ -182,10 +266,13 @@ mod tests {
     fn tiles_divide_their_atoms_and_fit_below_d256() {
         for family in [Family::Sm80, Family::Sm90, Family::Cdna, Family::Rdna3] {
             for dtype in DType::ALL {
-                for kernel in [BwdKernel::Dq, BwdKernel::Dkdv] {
+                for (kernel, v) in [BwdKernel::Dq, BwdKernel::Dkdv]
+                    .into_iter()
+                    .flat_map(|k| BwdVariant::ALL.map(|v| (k, v)))
+                {
                     for d in FWD_HEAD_DIMS {
                         let d = d as usize;
-                        let t = bwd_tile(family, dtype, d, kernel);
+                        let t = bwd_tile(family, dtype, d, kernel, v);
                         assert_eq!(t.block_cols % atom_n(family, dtype), 0);
                         assert_eq!(t.block_cols % 16, 0);
                         assert_eq!((d / t.slices) % atom_n(family, dtype), 0);
@@ -193,9 +280,9 @@ mod tests {
                         // AMD's LDS not the D = 256 tiles.
                         let nv = matches!(family, Family::Sm80 | Family::Sm90);
                         assert_eq!(
-                            bwd_instantiated(family, dtype, d, kernel),
+                            bwd_instantiated(family, dtype, d, kernel, v),
                             d < 256 || nv,
-                            "{family:?} {dtype:?} d{d} {kernel:?}"
+                            "{family:?} {dtype:?} d{d} {kernel:?} {v:?}"
                         );
                     }
                 }
