@@ -53,23 +53,27 @@ enum CodeObject {
 
 static CODE_OBJECT: std::sync::OnceLock<Option<CodeObject>> = std::sync::OnceLock::new();
 
+/// The target a code object's file name starts with: `sm_90a` for `dir/sm_90a.v2.cubin`.
+fn target_of(path: &std::path::Path) -> Option<&str> {
+    path.file_name()?
+        .to_str()?
+        .split('.')
+        .next()
+        .filter(|t| !t.is_empty())
+}
+
 /// Reads `--code-object` / `--target` into [`CODE_OBJECT`].
 fn choose_code_object(cli: &Cli) -> Result<(), String> {
     let choice = match (&cli.code_object, &cli.target) {
         (Some(path), _) => {
             let bytes = std::fs::read(path)
                 .map_err(|e| format!("--code-object {}: {e}", path.display()))?;
-            let target = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .and_then(|n| n.split('.').next())
-                .filter(|t| !t.is_empty())
-                .ok_or_else(|| {
-                    format!(
-                        "--code-object {}: the file name must start with its target (sm_90a.cubin)",
-                        path.display()
-                    )
-                })?;
+            let target = target_of(path).ok_or_else(|| {
+                format!(
+                    "--code-object {}: the file name must start with its target (sm_90a.cubin)",
+                    path.display()
+                )
+            })?;
             Some(CodeObject::File(target.to_string(), bytes))
         }
         (None, Some(t)) => Some(CodeObject::Embedded(t.clone())),
@@ -143,5 +147,23 @@ fn main() -> ExitCode {
             eprintln!("error: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::target_of;
+    use std::path::Path;
+
+    #[test]
+    fn code_object_target_comes_from_the_file_name() {
+        assert_eq!(target_of(Path::new("sm_90a.cubin")), Some("sm_90a"));
+        assert_eq!(target_of(Path::new("/x/y.z/gfx942.hsaco")), Some("gfx942"));
+        assert_eq!(
+            target_of(Path::new("target/sm_80.v3-n2.ptx")),
+            Some("sm_80")
+        );
+        assert_eq!(target_of(Path::new(".cubin")), None);
+        assert_eq!(target_of(Path::new("/")), None);
     }
 }
