@@ -262,6 +262,28 @@ mod tests {
     use super::*;
     use attn_abi::FWD_HEAD_DIMS;
 
+    /// The plain 16-bit NVIDIA kernels' block counts are only reached if that many blocks' shared
+    /// memory (plus the 1 KiB the runtime reserves per block) fits one SM.
+    #[test]
+    fn plain_block_counts_fit_the_shared_memory() {
+        for (family, per_sm) in [(Family::Sm80, 164 * 1024), (Family::Sm90, 228 * 1024)] {
+            for dtype in [DType::F16, DType::Bf16] {
+                for d in [32, 64, 128] {
+                    for kernel in [BwdKernel::Dq, BwdKernel::Dkdv] {
+                        let v = BwdVariant::Plain;
+                        let blocks = bwd_min_blocks(dtype, d, kernel, v) as usize;
+                        let smem = bwd_smem_bytes(family, dtype, d, kernel, v);
+                        assert!(
+                            blocks * (smem + 1024) <= per_sm,
+                            "{family:?} {dtype:?} d{d} {kernel:?}: {blocks} x {smem} B"
+                        );
+                        assert_eq!(bwd_tile(family, dtype, d, kernel, v).passes, 1);
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn tiles_divide_their_atoms_and_fit_below_d256() {
         for family in [Family::Sm80, Family::Sm90, Family::Cdna, Family::Rdna3] {
