@@ -6,15 +6,9 @@
 set -u
 cd "$(dirname "$0")/.."
 OUT=${OUT:-out}; mkdir -p "$OUT"
-export ATTN_REQUIRE_GPU=1
-[ -d .gpu ] || python3 -c "import tarfile; tarfile.open('.gpu-pack/gpu.tar.xz').extractall()"
-summary=()
-step() { # name, command...
-  local name=$1; shift
-  local t0=$SECONDS
-  "$@" > "$OUT/$name.txt" 2>&1; local rc=$?
-  summary+=("$name: exit $rc ($((SECONDS - t0)) s) $(grep -E 'test result|passed on|cases failed|ERROR SUMMARY' "$OUT/$name.txt" | tr '\n' ' ' | cut -c1-300)")
-}
+STEP_DIR="$OUT"
+# shellcheck source=tools/step.sh
+. tools/step.sh
 step abi .gpu/test-abi --nocapture
 step bwd .gpu/test-bwd --nocapture --test-threads 1
 if [ "${FULL:-0}" = 1 ]; then

@@ -8,15 +8,9 @@
 set -u
 cd "$(dirname "$0")/.."
 OUT=${OUT:-out}; mkdir -p "$OUT/logs"
-export ATTN_REQUIRE_GPU=1
-[ -d .gpu ] || python3 -c "import tarfile; tarfile.open('.gpu-pack/gpu.tar.xz').extractall()"
-summary=()
-step() { # name, command...
-  local name=$1; shift
-  local t0=$SECONDS
-  "$@" > "$OUT/logs/$name.txt" 2>&1; local rc=$?
-  summary+=("$name: exit $rc ($((SECONDS - t0)) s) $(grep -E 'test result|passed on|cases failed|ERROR SUMMARY|RACECHECK SUMMARY|gpu-suite exit|max error|PASS|FAIL' "$OUT/logs/$name.txt" | tr '\n' ' ' | cut -c1-400)")
-}
+STEP_DIR="$OUT/logs"
+# shellcheck source=tools/step.sh
+. tools/step.sh
 step suite env OUT="$OUT/logs/suite" tools/gpu-suite.sh
 step bwd-memcheck compute-sanitizer --tool memcheck --error-exitcode 9 .gpu/test-bwd --nocapture backward_sanitizer_smoke
 step bwd-racecheck compute-sanitizer --tool racecheck --error-exitcode 9 .gpu/test-bwd --nocapture backward_sanitizer_smoke
