@@ -95,16 +95,16 @@ impl Device {
     /// Must come before anything that loads the code object (a launch, [`Device::best`]'s
     /// probe, [`Device::code_object_target`]); afterwards it is an `InvalidArgument`.
     pub fn load_code_object(&self, target: &str, image: &[u8]) -> Result<()> {
-        self.load_first(target, &[image])
+        self.load_instead(target, [image])
     }
 
     /// Loads the embedded code object of `target` instead of the device's own (e.g. `"sm_80"` on
     /// a Hopper GPU, whose own is `sm_90a`): its cubin where that runs, else its PTX (JIT). Same
     /// rules as [`Device::load_code_object`].
     pub fn load_embedded(&self, target: &str) -> Result<()> {
-        let images: Vec<&[u8]> = [code_objects::Format::Cubin, code_objects::Format::Hsaco]
+        use code_objects::Format;
+        let images: Vec<&[u8]> = [Format::Cubin, Format::Hsaco, Format::Ptx]
             .into_iter()
-            .chain([code_objects::Format::Ptx])
             .flat_map(|f| {
                 code_objects::CODE_OBJECTS
                     .iter()
@@ -117,44 +117,53 @@ impl Device {
                 "no embedded code object for {target}"
             )));
         }
-        self.load_first(target, &images)
+        self.load_instead(target, images)
     }
 
     /// Loads the first of `images` (code objects of `target`) that the runtime accepts as this
-    /// device's code object.
-    fn load_first(&self, target: &str, images: &[&[u8]]) -> Result<()> {
+    /// device's code object, before the embedded one is.
+    fn load_instead<'a>(
+        &self,
+        target: &str,
+        images: impl IntoIterator<Item = &'a [u8]>,
+    ) -> Result<()> {
         attn_kernels::fwd::policy::Family::of_arch(target)
             .ok_or_else(|| Error::unsupported(format!("no tile policy for target {target}")))?;
-        if self.inner.module.get().is_some() {
-            return Err(Error::invalid(
+        let loaded = |got| {
+            Error::invalid(
                 "code object",
                 "a device whose code object is not loaded yet",
-                "one already loaded",
-            ));
+                got,
+            )
+        };
+        if self.inner.module.get().is_some() {
+            return Err(loaded("one already loaded"));
         }
+        let module = self
+            .first_loading(images.into_iter().map(|image| (target, image)))
+            .map_err(|errors| {
+                Error::unsupported(format!("no code object loads here: {}", errors.join("; ")))
+            })?;
+        self.inner
+            .module
+            .set(Ok(module))
+            .map_err(|_| loaded("one loaded meanwhile"))
+    }
+
+    /// The first of `candidates` (`(target, image)`) that the runtime loads, with its target;
+    /// otherwise why each did not (`"target: error"`).
+    fn first_loading<'a>(
+        &self,
+        candidates: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+    ) -> std::result::Result<(String, ModuleHandle), Vec<String>> {
         let mut errors = Vec::new();
-        for image in images {
+        for (target, image) in candidates {
             match self.inner.backend.load_module(image) {
-                Ok(m) => {
-                    return self
-                        .inner
-                        .module
-                        .set(Ok((target.to_string(), m)))
-                        .map_err(|_| {
-                            Error::invalid(
-                                "code object",
-                                "a device whose code object is not loaded yet",
-                                "one loaded meanwhile",
-                            )
-                        });
-                }
-                Err(e) => errors.push(e.to_string()),
+                Ok(m) => return Ok((target.to_string(), m)),
+                Err(e) => errors.push(format!("{target}: {e}")),
             }
         }
-        Err(Error::unsupported(format!(
-            "no code object of {target} loads here: {}",
-            errors.join("; ")
-        )))
+        Err(errors)
     }
 
     fn module(&self) -> Result<&(String, ModuleHandle)> {
@@ -171,22 +180,18 @@ impl Device {
                         .into_iter()
                         .collect(),
                 };
-                let mut errors = Vec::new();
-                for c in &candidates {
-                    match self.inner.backend.load_module(c.bytes) {
-                        Ok(m) => return Ok((c.target.to_string(), m)),
-                        Err(e) => errors.push(format!("{}: {e}", c.target)),
-                    }
-                }
-                Err(Error::unsupported(if candidates.is_empty() {
-                    format!("no embedded code object for {} ({})", info.arch, info.name)
-                } else {
-                    format!(
-                        "no embedded code object loads on {}: {}",
-                        info.arch,
-                        errors.join("; ")
-                    )
-                }))
+                self.first_loading(candidates.iter().map(|c| (c.target, c.bytes)))
+                    .map_err(|errors| {
+                        Error::unsupported(if candidates.is_empty() {
+                            format!("no embedded code object for {} ({})", info.arch, info.name)
+                        } else {
+                            format!(
+                                "no embedded code object loads on {}: {}",
+                                info.arch,
+                                errors.join("; ")
+                            )
+                        })
+                    })
             })
             .as_ref()
             .map_err(Clone::clone)
