@@ -206,6 +206,17 @@ impl Builder {
         s.points.push(Point { x, y, label });
     }
 
+    /// Row `r`'s `key` (ours, with `label`) and each of its peers' (`peers.<name>.<key>`) at `x`
+    /// in `panel`.
+    fn ours_and_peers(&mut self, panel: &str, x: f64, r: &Value, key: &str, label: Option<String>) {
+        self.point(panel, OURS, x, r.get(key).and_then(Value::as_f64), label);
+        if let Some(peers) = r.get("peers").and_then(Value::as_object) {
+            for (k, v) in peers {
+                self.point(panel, &peer_name(k), x, metric(v, key), None);
+            }
+        }
+    }
+
     /// The panels, each series in ascending `x` and the series in [`rank`] order.
     fn finish(mut self) -> Vec<Panel> {
         for p in &mut self.panels {
@@ -297,18 +308,7 @@ impl Figure {
                 "non-causal"
             };
             let panel = format!("{pass} {dtype} D={d} {causal}");
-            b.point(
-                &panel,
-                OURS,
-                s,
-                r.get("tflops").and_then(Value::as_f64),
-                None,
-            );
-            if let Some(peers) = r.get("peers").and_then(Value::as_object) {
-                for (k, v) in peers {
-                    b.point(&panel, &peer_name(k), s, metric(v, "tflops"), None);
-                }
-            }
+            b.ours_and_peers(&panel, s, r, "tflops", None);
         }
         let mut panels = b.finish();
         // One pass (always, from the bench): say it in the title, not in every caption.
@@ -358,18 +358,7 @@ impl Figure {
             } else {
                 row
             };
-            b.point(
-                &panel,
-                OURS,
-                s,
-                r.get("tflops").and_then(Value::as_f64),
-                None,
-            );
-            if let Some(peers) = r.get("peers").and_then(Value::as_object) {
-                for (k, v) in peers {
-                    b.point(&panel, &peer_name(k), s, metric(v, "tflops"), None);
-                }
-            }
+            b.ours_and_peers(&panel, s, r, "tflops", None);
         }
         Ok(Figure {
             title: format!(
@@ -398,13 +387,7 @@ impl Figure {
                 if flag(r, "causal") { " causal" } else { "" }
             );
             let batch = format!("B={}", text(r, i, "batch")?);
-            let ours = r.get("gbps").and_then(Value::as_f64);
-            b.point(&panel, OURS, sk, ours, Some(batch));
-            if let Some(peers) = r.get("peers").and_then(Value::as_object) {
-                for (k, v) in peers {
-                    b.point(&panel, &peer_name(k), sk, metric(v, "gbps"), None);
-                }
-            }
+            b.ours_and_peers(&panel, sk, r, "gbps", Some(batch));
         }
         let mut panels = b.finish();
         if let Some(c) = doc.get("copy_gbps").and_then(Value::as_f64) {
