@@ -39,6 +39,33 @@ pub fn device_or_skip(test: &str) -> Option<Device> {
     }
 }
 
+/// The device that every case of a binary's GPU proptest shares (opening a context per case
+/// would dominate the run), opened by the first call; `None` after [`device_or_skip`]'s message.
+pub fn shared_device(test: &str) -> Option<&'static Device> {
+    static DEV: std::sync::OnceLock<Option<Device>> = std::sync::OnceLock::new();
+    DEV.get_or_init(|| device_or_skip(test)).as_ref()
+}
+
+/// `PROPTEST_CASES` if set (and a number), else `default`: the GPU proptests' case count.
+pub fn proptest_cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The proptests' configuration: `cases` cases, failures persisted in `regressions/` beside the
+/// test's source.
+pub fn proptest_config(cases: u32) -> proptest::test_runner::Config {
+    proptest::test_runner::Config {
+        cases,
+        failure_persistence: Some(Box::new(
+            proptest::test_runner::FileFailurePersistence::WithSource("regressions"),
+        )),
+        ..proptest::test_runner::Config::default()
+    }
+}
+
 /// Converts between the reference's dtype tag and the kernels'.
 pub fn ref_dtype(d: DType) -> Dtype {
     match d {

@@ -322,24 +322,16 @@ fn backward_on_owned_buffers() {
 mod properties {
     use super::*;
     use attn_ref::strategy::{Config, problem};
-    use attn_tests::{device_or_skip, run_fwd};
+    use attn_tests::run_fwd;
     use proptest::prelude::*;
-    use proptest::test_runner::FileFailurePersistence;
-    use std::sync::OnceLock;
 
     /// One device for every case.
     fn device() -> Option<&'static attn_host::Device> {
-        static DEV: OnceLock<Option<attn_host::Device>> = OnceLock::new();
-        DEV.get_or_init(|| device_or_skip("bwd: proptest over attn-ref strategies"))
-            .as_ref()
+        attn_tests::shared_device("bwd: proptest over attn-ref strategies")
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig {
-            cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(48),
-            failure_persistence: Some(Box::new(FileFailurePersistence::WithSource("regressions"))),
-            ..ProptestConfig::default()
-        })]
+        #![proptest_config(attn_tests::proptest_config(attn_tests::proptest_cases(48)))]
 
         /// Whole random problems from `attn-ref`'s strategies with every feature (every mask,
         /// GQA ratio, ragged lengths, odd head dims, scales, varlen with empty sequences,

@@ -554,22 +554,14 @@ mod properties {
     use attn_ref::strategy::{Config, problem};
     use attn_tests::{Family, plan_fwd};
     use proptest::prelude::*;
-    use proptest::test_runner::FileFailurePersistence;
-    use std::sync::OnceLock;
 
     /// One device for every case (opening a context per case would dominate the run).
     fn device() -> Option<&'static attn_host::Device> {
-        static DEV: OnceLock<Option<attn_host::Device>> = OnceLock::new();
-        DEV.get_or_init(|| device_or_skip("fwd: proptest over attn-ref strategies"))
-            .as_ref()
+        attn_tests::shared_device("fwd: proptest over attn-ref strategies")
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig {
-            cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(64),
-            failure_persistence: Some(Box::new(FileFailurePersistence::WithSource("regressions"))),
-            ..ProptestConfig::default()
-        })]
+        #![proptest_config(attn_tests::proptest_config(attn_tests::proptest_cases(64)))]
 
         /// Whole random problems from `attn-ref`'s strategies with every feature enabled (every
         /// mask, GQA ratio, ragged and unequal lengths, odd head dims, custom scales, varlen with
@@ -601,11 +593,7 @@ mod properties {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig {
-            cases: 256,
-            failure_persistence: Some(Box::new(FileFailurePersistence::WithSource("regressions"))),
-            ..ProptestConfig::default()
-        })]
+        #![proptest_config(attn_tests::proptest_config(256))]
 
         /// Host-only: every problem the strategies draw (all features) is passed to the host
         /// API in a form `Forward::plan` accepts, on every tile family.
