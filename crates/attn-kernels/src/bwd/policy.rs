@@ -81,9 +81,9 @@ const fn plain_nv16(family: Family, dtype: DType, d: usize, variant: BwdVariant)
 /// The plain kernels' tile on NVIDIA's 16-bit atom up to D = 128. The registers the pieces would
 /// hold (bias, ALiBi, softcap, dropout, varlen: 240-255 of them on sm_90a at every head dim) buy
 /// wider steps: 64 keys per `dq` step (32 on sm_80), 64 queries per `dK + dV` step up to D = 64
-/// (32 on sm_80) and 32 at D = 128, where both accumulators stay live in one walk (no second pass, no slices); and, up
-/// to D = 64, three resident blocks per SM ([`bwd_min_blocks`]). Chosen by two sweeps on the H200
-/// (docs/perf.md, b7): 2.0-2.2x the pieces' tile at D = 64, 1.9-2.2x at D = 128.
+/// (32 on sm_80) and 32 at D = 128, where both accumulators stay live in one walk (no second
+/// pass, no slices); and three or four resident blocks per SM ([`bwd_min_blocks`]). Chosen by
+/// sweeps on the H200 (docs/perf.md, b7 and b8): 2.0-2.5x the pieces' tile.
 const fn plain_nv16_tile(family: Family, dtype: DType, d: usize, kernel: BwdKernel) -> BwdTile {
     BwdTile {
         tm: 1,
@@ -108,7 +108,7 @@ const fn plain_nv16_tile(family: Family, dtype: DType, d: usize, kernel: BwdKern
 /// which caps its registers at `65536 / (blocks · 128)`), for the plain 16-bit kernels: `dq` 4
 /// up to D = 64 (128 registers) and 3 at D = 128 (168), `dK + dV` 3 up to D = 64 (168) and 1 at
 /// D = 128 (its one walk needs 254); no spills in any. 1 (up to 255 registers) elsewhere. The
-/// sweeps' best (docs/perf.md, b7).
+/// sweeps' best (docs/perf.md, b7 and b8).
 pub const fn bwd_min_blocks(dtype: DType, d: usize, kernel: BwdKernel, variant: BwdVariant) -> u32 {
     if !matches!(variant, BwdVariant::Plain) || matches!(dtype, DType::F32) {
         return 1;
