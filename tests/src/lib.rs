@@ -126,8 +126,12 @@ pub struct BwdOpts {
     /// sequence are not compared (they are never written).
     pub zero_tensors: bool,
     /// Run the backward this many more times on the same inputs and count the bits in which
-    /// any run's `dq`/`dk`/`dv`/`dbias` differ from the first (determinism).
+    /// any run's `dq`/`dk`/`dv`/`dbias` differ from the first (determinism: with
+    /// `deterministic` only).
     pub repeats: usize,
+    /// [`Backward::deterministic`] (and the seed's `deterministic`): `false`, the default, takes
+    /// the fused kernel where it is built (dQ by f32 atomics).
+    pub deterministic: bool,
 }
 
 /// How a case goes through the seed's entry points, `mem_eff_forward_ck` and
@@ -1289,7 +1293,7 @@ fn run_backward(
                     tref(&dv, vs),
                 )
                 .zero_tensors(opts.zero_tensors)
-                .deterministic(true);
+                .deterministic(opts.deterministic);
                 if let Some(d) = dbias_ref {
                     bwd = bwd.dbias(d);
                 }
@@ -1345,7 +1349,7 @@ fn run_backward(
                         p.dropout.map_or(0.0, |d| d.p as f32),
                         p.softmax_scale(),
                         p.mask != attn_ref::Mask::None,
-                        true,
+                        opts.deterministic,
                         opts.zero_tensors,
                         fwd.philox,
                     )

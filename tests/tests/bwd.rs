@@ -7,11 +7,17 @@
 use attn_ref::{Align, Dtype, Mask, Problem};
 use attn_tests::{BwdOpts, FwdCase, Layout, check_cases};
 
+/// The default backward (`deterministic = false`: the fused kernel where it is built).
 fn bwd(p: Problem, layout: Layout, dbias: bool) -> FwdCase {
+    bwd_det(p, layout, dbias, false)
+}
+
+fn bwd_det(p: Problem, layout: Layout, dbias: bool, deterministic: bool) -> FwdCase {
     FwdCase::new(p, layout).with_backward(BwdOpts {
         dbias,
         zero_tensors: false,
         repeats: 0,
+        deterministic,
     })
 }
 
@@ -61,10 +67,12 @@ fn backward_dtypes_head_dims_and_masks() {
             } else {
                 Layout::Bhmk
             };
-            cases.push(bwd(
+            // Every other case on the deterministic kernels, the rest on the default (fused).
+            cases.push(bwd_det(
                 Problem::new(dt, 2, sq, sk, 4, [1, 2, 4][i % 3], d, dv).with_mask(mask),
                 layout,
                 false,
+                i % 2 == 1,
             ));
         }
     }
@@ -81,10 +89,11 @@ fn backward_gqa_ragged_and_long() {
         {
             let dt = DTYPES[(i + j) % 3];
             let mask = masks()[(i + 2 * j) % 5];
-            cases.push(bwd(
+            cases.push(bwd_det(
                 Problem::new(dt, 1, sq, sk, hq, hk, 64, 64).with_mask(mask),
                 Layout::Bmhk,
                 false,
+                (i + j) % 2 == 1,
             ));
         }
     }
@@ -135,6 +144,7 @@ fn backward_every_feature() {
             dbias: true,
             zero_tensors: true,
             repeats: 0,
+            deterministic: false,
         }));
         // Batch mode: full bias with dbias, window, dropout, device Philox, BHMK.
         let p = Problem::new(dt, 2, 77, 130, 4, 1, 128, 128)
@@ -197,6 +207,7 @@ fn backward_is_deterministic() {
             dbias: true,
             zero_tensors: false,
             repeats: 19,
+            deterministic: true,
         }));
     }
     // The plain kernels (no pieces: their own, wider tiles) at both of their step widths.
@@ -208,6 +219,7 @@ fn backward_is_deterministic() {
             dbias: false,
             zero_tensors: false,
             repeats: 19,
+            deterministic: true,
         }));
     }
     check_cases("backward_is_deterministic", 0xb3, &cases);
@@ -238,6 +250,7 @@ fn backward_sanitizer_smoke() {
             dbias: true,
             zero_tensors: true,
             repeats: 0,
+            deterministic: false,
         }),
         bwd(pbf, Layout::Bhmk, true),
         bwd(p32, Layout::Bmhk, false),
@@ -253,6 +266,15 @@ fn backward_sanitizer_smoke() {
             }),
             Layout::Bhmk,
             false,
+        ),
+        // The same shape on the deterministic plain kernels (the two above are fused).
+        bwd_det(
+            Problem::new(Dtype::F16, 1, 130, 70, 2, 1, 128, 96).with_mask(Mask::Causal {
+                align: Align::BottomRight,
+            }),
+            Layout::Bhmk,
+            false,
+            true,
         ),
     ];
     check_cases("backward_sanitizer_smoke", 0xb4, &cases);
@@ -349,7 +371,12 @@ mod properties {
         ) {
             let Some(dev) = device() else { return Ok(()) };
             let mut case = FwdCase::new(p, if bhmk { Layout::Bhmk } else { Layout::Bmhk })
-                .with_backward(BwdOpts { dbias, zero_tensors, repeats: 0 });
+                .with_backward(BwdOpts {
+                dbias,
+                zero_tensors,
+                repeats: 0,
+                deterministic: false,
+            });
             if device_rng {
                 case = case.with_device_rng();
             }

@@ -20,6 +20,7 @@ fn with_bwd(p: Problem, layout: Layout, dbias: bool, zero_tensors: bool) -> FwdC
         dbias,
         zero_tensors,
         repeats: 0,
+        deterministic: false,
     })
 }
 

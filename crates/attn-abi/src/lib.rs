@@ -375,9 +375,15 @@ pub struct BwdParams {
     pub slices: u32,
     /// Device address of `delta` (f32, `lse`'s layout).
     pub delta: u64,
+    /// Device address of the f32 `dQ` workspace of the fused kernel (`attn_bwd_fused_*`: `dS·K`
+    /// summed over the key blocks by atomic adds, unscaled), or 0. `attn_bwd_pre_*` zeroes it,
+    /// `attn_bwd_post_*` scales and converts it into `dq`.
+    pub dq_accum: u64,
+    /// `dq_accum` element strides: batch, query row, head (the head dim contiguous).
+    pub dq_accum_strides: [i64; 3],
 }
 
-// SAFETY: `#[repr(C)]` of a `KernelParams` struct, integers and floats; 664 bytes, align 8, no
+// SAFETY: `#[repr(C)]` of a `KernelParams` struct, integers and floats; 696 bytes, align 8, no
 // padding.
 unsafe impl KernelParams for BwdParams {}
 
@@ -443,7 +449,7 @@ const _: () = {
     assert!(core::mem::size_of::<MergeParams>() == 152);
     assert!(core::mem::size_of::<EchoParams>() == 488);
     assert!(core::mem::size_of::<KernArgs>() == 1024);
-    assert!(core::mem::size_of::<BwdParams>() == 664);
+    assert!(core::mem::size_of::<BwdParams>() == 696);
     assert!(core::mem::offset_of!(BwdParams, dout) == 480);
     assert!(core::mem::offset_of!(BwdParams, delta) == 656);
     assert!(core::mem::size_of::<ZeroParams>() == 64);
@@ -496,6 +502,20 @@ pub enum KernelId {
         head_dim: u32,
         /// Which features the kernel compiles in.
         variant: BwdVariant,
+    },
+    /// `attn_bwd_fused_{dtype}_d{head_dim}`: `dk` and `dv` as `attn_bwd_dkdv_*` (plain), plus
+    /// each key block's share of `dQ` added atomically to `BwdParams::dq_accum` (the
+    /// non-deterministic backward: 5 matrix products instead of 7).
+    BwdFused {
+        /// Element type.
+        dtype: DType,
+        /// Largest `D`/`Dv` the kernel handles.
+        head_dim: u32,
+    },
+    /// `attn_bwd_post_{dtype}`: `dq = scale · dq_accum`, rounded to `dtype` ([`BwdParams`]).
+    BwdPost {
+        /// Element type of `dq`.
+        dtype: DType,
     },
     /// `attn_zero_b{bits}`: zeroes a strided 4-d tensor of 16- or 32-bit elements
     /// ([`ZeroParams`]).
@@ -602,6 +622,10 @@ impl KernelId {
                 let (t, v) = (dtype.name(), variant.suffix());
                 write!(w, "attn_bwd_dkdv_{t}_d{head_dim}{v}")
             }
+            KernelId::BwdFused { dtype, head_dim } => {
+                write!(w, "attn_bwd_fused_{}_d{head_dim}", dtype.name())
+            }
+            KernelId::BwdPost { dtype } => write!(w, "attn_bwd_post_{}", dtype.name()),
             KernelId::Zero { bits } => write!(w, "attn_zero_b{bits}"),
             KernelId::PhiloxAdvance => w.write_str("attn_philox_advance"),
         }
@@ -650,6 +674,6 @@ mod tests {
         };
         let args = KernArgs::new(&b);
         assert_eq!(args.params::<BwdParams>(), b);
-        assert!(args.0[83..].iter().all(|&w| w == 0));
+        assert!(args.0[87..].iter().all(|&w| w == 0));
     }
 }

@@ -82,6 +82,10 @@ pub(crate) struct Args {
     /// `torch.autograd.grad` of SDPA's output). `decode` is `--decode`.
     #[arg(long = "pass", value_name = "PASS", default_value = "fwd")]
     pass: String,
+    /// `--pass bwd`: time the deterministic backward (`Backward::deterministic(true)`: two
+    /// kernels, no atomics) instead of the default (fused where built: dQ by f32 atomics).
+    #[arg(long)]
+    deterministic: bool,
 }
 
 /// One shape of the canonical table.
@@ -153,7 +157,7 @@ fn median(mut x: Vec<f32>) -> f64 {
 }
 
 /// Times one shape: the median milliseconds, and the extra device memory the call needs (bytes).
-fn time_shape(dev: &Device, s: &Shape, iters: usize) -> Result<(f64, usize)> {
+fn time_shape(dev: &Device, s: &Shape, iters: usize, deterministic: bool) -> Result<(f64, usize)> {
     let dtype = if s.dtype == "bf16" {
         DType::Bf16
     } else {
@@ -210,11 +214,16 @@ fn time_shape(dev: &Device, s: &Shape, iters: usize) -> Result<(f64, usize)> {
         unsafe { c.launch(&stream)? };
         let [dout, dq, dk] = &sets[1];
         let dv = dev.alloc::<u16>(n)?;
-        // A preallocated delta workspace: the timed launches allocate nothing.
+        // Preallocated workspaces (delta; the fused kernel's dQ): the timed launches allocate
+        // nothing.
         let delta = dev.alloc::<f32>(lse.len())?;
         let b = attn_host::Backward::new(c, t(dout), t(dq), t(dk), t(&dv))
-            .delta_workspace(delta.ptr(), delta.len() * 4);
-        let extra = b.plan(dev.tile_family()?)?.delta_bytes;
+            .delta_workspace(delta.ptr(), delta.len() * 4)
+            .deterministic(deterministic);
+        let plan = b.plan(dev.tile_family()?)?;
+        let dq_accum = dev.alloc::<f32>((plan.dq_accum_bytes / 4).max(1))?;
+        let b = b.dq_workspace(dq_accum.ptr(), dq_accum.len() * 4);
+        let extra = plan.delta_bytes + plan.dq_accum_bytes;
         for i in 0..iters + 3 {
             // SAFETY: all buffers are live allocations on `dev` sized for `shape`; the
             // gradients (set 1 and `dv`) do not overlap the forward's buffers.
@@ -334,6 +343,16 @@ pub(crate) fn run(a: &Args) -> Result<()> {
         return cpu_bench();
     };
     let shapes = shapes(a);
+    if a.pass == "bwd" {
+        println!(
+            "backward: {}",
+            if a.deterministic {
+                "deterministic (dq and dk + dv kernels, no atomics)"
+            } else {
+                "default, deterministic = false (fused dk + dv + atomic dq where built)"
+            }
+        );
+    }
     let peer_rows = {
         let sp = spinner(&format!("torch peers ({} shapes)", shapes.len()));
         let r = peers(a, &shapes);
@@ -374,7 +393,7 @@ pub(crate) fn run(a: &Args) -> Result<()> {
             if s.causal { "causal " } else { "" },
             s.seqlen
         ));
-        let (ms, extra_bytes) = time_shape(&dev, &s, a.iters)?;
+        let (ms, extra_bytes) = time_shape(&dev, &s, a.iters, a.deterministic)?;
         bar.inc(1);
         let tflops = s.flops() / ms / 1e9;
         let mut peers = serde_json::Map::new();

@@ -217,6 +217,7 @@ pub(crate) fn run(a: &Args) -> attn_host::Result<bool> {
                         dbias: p.bias.is_some(),
                         zero_tensors: p.varlen.is_some(),
                         repeats: 0,
+                        deterministic: false,
                     }),
                 };
                 let outcome = match &dev {

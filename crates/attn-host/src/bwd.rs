@@ -13,11 +13,21 @@
 //! [`Backward::new`] takes that [`Forward`] (with its `lse`) and the gradients.
 //!
 //! Launches, in stream order: zero fills (`dbias` always, every gradient with
-//! [`Backward::zero_tensors`]), `delta` (`attn_bwd_pre_*`), `dq` + `dbias` (`attn_bwd_dq_*`, one
-//! block per query block) and `dk` + `dv` (`attn_bwd_dkdv_*`, one block per key block, summing a
-//! kv head's query heads in registers). Each gradient element is written by one thread of one
-//! block: the backward is **deterministic** whatever [`Backward::deterministic`] says, with no
-//! atomics and no O(S²) memory (the only workspace is `delta`, f32 in `lse`'s layout).
+//! [`Backward::zero_tensors`]), `delta` (`attn_bwd_pre_*`), then either
+//!
+//! - **deterministic** ([`Backward::deterministic`], and wherever the fused kernel is not built):
+//!   `dq` + `dbias` (`attn_bwd_dq_*`, one block per query block) and `dk` + `dv`
+//!   (`attn_bwd_dkdv_*`, one block per key block, summing a kv head's query heads in registers).
+//!   Each gradient element is written by one thread of one block, with no atomics: runs are
+//!   bit-identical. 7 matrix products (`S` and `dP` are computed twice).
+//! - **fused** (the default where built: the plain variant on NVIDIA's 16-bit atom, D <= 128):
+//!   `attn_bwd_fused_*` walks as `dkdv` and also adds each step's `dS·K` to an f32 `dQ`
+//!   workspace by atomic adds (zeroed by `attn_bwd_pre_*`), then `attn_bwd_post_*` scales and
+//!   rounds it into `dq`. 5 matrix products; `dq`'s rounding depends on the order of the adds,
+//!   so runs may differ in the last bits (both pass semantics.md's rule).
+//!
+//! No O(S²) memory: the workspaces are `delta` (f32 in `lse`'s layout) and, fused, `dQ`
+//! (f32 `[B, Hq, Sq, bucket]`, the head-dim bucket of the kernel).
 use crate::error::{Error, Result};
 use crate::ops::{
     BiasRef, Forward, FwdOptions, HostElement, LseRef, TensorRef, check_extent, check_no_broadcast,
@@ -29,7 +39,8 @@ use attn_abi::{
     KernelId, ZeroParams,
 };
 use attn_kernels::bwd::policy::{
-    BWD_THREADS, BwdKernel, bwd_instantiated, bwd_smem_bytes, bwd_tile, pre_rows, pre_smem_bytes,
+    BWD_THREADS, BwdKernel, POST_ROWS, bwd_instantiated, bwd_smem_bytes, bwd_tile, pre_rows,
+    pre_smem_bytes,
 };
 use attn_kernels::fwd::policy::Family;
 
@@ -61,11 +72,16 @@ pub struct BwdPlan {
     pub pre: Option<BwdLaunch>,
     /// The `dq` kernel, when there are query rows.
     pub dq: Option<BwdLaunch>,
-    /// The `dkdv` kernel, when there are key rows.
+    /// The `dkdv` kernel (or the fused one, [`KernelId::BwdFused`]), when there are key rows.
     pub dkdv: Option<BwdLaunch>,
+    /// The fused backward's `dq` conversion (`attn_bwd_post_*`), when there are query rows.
+    pub post: Option<BwdLaunch>,
     /// Bytes of the `delta` workspace (f32 in `lse`'s extent): the caller's
     /// [`Backward::delta_workspace`], or allocated by `launch`.
     pub delta_bytes: usize,
+    /// Bytes of the fused backward's f32 `dQ` workspace (`[B, Hq, Sq, bucket]`, the kernel's
+    /// head-dim bucket; 0 when the plan is not fused): the caller's [`Backward::dq_workspace`], or allocated by `launch`.
+    pub dq_accum_bytes: usize,
 }
 
 /// The backward pass of a [`Forward`] call, on caller memory.
@@ -80,6 +96,7 @@ pub struct Backward {
     zero_tensors: bool,
     deterministic: bool,
     delta: Option<(u64, usize)>,
+    dq_accum: Option<(u64, usize)>,
 }
 
 impl Backward {
@@ -98,6 +115,7 @@ impl Backward {
             zero_tensors: false,
             deterministic: false,
             delta: None,
+            dq_accum: None,
         }
     }
 
@@ -115,8 +133,10 @@ impl Backward {
         self
     }
 
-    /// The seed's `deterministic`: accepted either way, because this backward is always
-    /// deterministic (every gradient element is written once, by one block; no atomics).
+    /// The seed's `deterministic` (default false). `true` runs the two-kernel backward, whose
+    /// every gradient element is written once by one block: bit-identical on every run. `false`
+    /// runs the fused kernel where it is built (see the module docs), whose `dq` sums the key
+    /// blocks by f32 atomics in whatever order they land; elsewhere it is the same as `true`.
     pub fn deterministic(mut self, on: bool) -> Self {
         self.deterministic = on;
         self
@@ -126,6 +146,14 @@ impl Backward {
     /// aligned), so that `launch` allocates nothing (graph capture).
     pub fn delta_workspace(mut self, ptr: u64, bytes: usize) -> Self {
         self.delta = Some((ptr, bytes));
+        self
+    }
+
+    /// A caller-owned f32 workspace for the fused backward's `dQ` (at least
+    /// [`BwdPlan::dq_accum_bytes`], 16-byte aligned; ignored by a plan that is not fused), so that
+    /// `launch` allocates nothing (graph capture).
+    pub fn dq_workspace(mut self, ptr: u64, bytes: usize) -> Self {
+        self.dq_accum = Some((ptr, bytes));
         self
     }
 
@@ -197,6 +225,8 @@ impl Backward {
         } else {
             BwdVariant::Pieces
         };
+        let fused = !self.deterministic
+            && bwd_instantiated(family, dtype, bucket as usize, BwdKernel::Fused, variant);
         for kernel in [BwdKernel::Dq, BwdKernel::Dkdv] {
             if !bwd_instantiated(family, dtype, bucket as usize, kernel, variant) {
                 return Err(Error::unsupported(format!(
@@ -289,6 +319,34 @@ impl Backward {
                 ptr
             }
         };
+        // The fused dQ workspace: f32 [B, Hq, Sq, bucket] (batch mode: the plain variant; rows
+        // as wide as the kernel's head-dim bucket, so that a step's rows are one run for the
+        // bulk add).
+        let wd = bucket as usize;
+        let dq_accum_len = if fused {
+            [nb, hq, max_sq, wd]
+                .iter()
+                .try_fold(1usize, |n, &x| n.checked_mul(x))
+        } else {
+            Some(0)
+        };
+        let dq_accum_bytes = dq_accum_len.and_then(|n| n.checked_mul(4)).ok_or_else(|| {
+            Error::unsupported("a dQ workspace of more than usize::MAX bytes".to_string())
+        })?;
+        let dq_accum = match self.dq_accum {
+            Some((ptr, bytes)) if dq_accum_bytes > 0 => {
+                crate::ops::check_ptr("dq_workspace", ptr, 16)?;
+                if bytes < dq_accum_bytes {
+                    return Err(Error::invalid(
+                        "dq_workspace",
+                        format!("at least {dq_accum_bytes} bytes"),
+                        bytes,
+                    ));
+                }
+                ptr
+            }
+            _ => 0,
+        };
         let st3 = |t: &TensorRef| [t.strides[0], t.strides[1], t.strides[2]];
         let params = BwdParams {
             fwd: fp,
@@ -305,6 +363,8 @@ impl Backward {
             bwd_flags,
             slices: bwd_tile(family, dtype, bucket as usize, BwdKernel::Dq, variant).slices as u32,
             delta,
+            dq_accum,
+            dq_accum_strides: [(hq * max_sq * wd) as i64, wd as i64, (max_sq * wd) as i64],
         };
         let empty = nb == 0 || hq == 0;
         let launch = |kernel: BwdKernel, rows: usize, heads: usize| -> Result<Option<BwdLaunch>> {
@@ -319,6 +379,10 @@ impl Backward {
                 )));
             }
             let id = match kernel {
+                BwdKernel::Fused => KernelId::BwdFused {
+                    dtype,
+                    head_dim: bucket,
+                },
                 BwdKernel::Dq => KernelId::BwdDq {
                     dtype,
                     head_dim: bucket,
@@ -346,13 +410,28 @@ impl Backward {
             ],
             shared_bytes: pre_smem_bytes(family, dtype) as u32,
         });
+        let post = (fused && !empty && max_sq > 0).then(|| BwdLaunch {
+            kernel: KernelId::BwdPost { dtype },
+            grid: [max_sq.div_ceil(POST_ROWS) as u32, hq as u32, nb as u32],
+            shared_bytes: 0,
+        });
         Ok(BwdPlan {
             params,
             zeros,
             pre,
-            dq: launch(BwdKernel::Dq, max_sq, hq)?,
-            dkdv: launch(BwdKernel::Dkdv, max_sk, hk)?,
+            dq: if fused {
+                None
+            } else {
+                launch(BwdKernel::Dq, max_sq, hq)?
+            },
+            dkdv: if fused {
+                launch(BwdKernel::Fused, max_sk, hk)?
+            } else {
+                launch(BwdKernel::Dkdv, max_sk, hk)?
+            },
+            post,
             delta_bytes,
+            dq_accum_bytes,
         })
     }
 
@@ -372,6 +451,13 @@ impl Backward {
         } else {
             None
         };
+        let _dq_accum = if params.dq_accum == 0 && plan.dq_accum_bytes > 0 {
+            let buf = stream.device().alloc::<f32>(plan.dq_accum_bytes / 4)?;
+            params.dq_accum = buf.ptr();
+            Some(buf)
+        } else {
+            None
+        };
         let dev = stream.device();
         for (l, zp) in &plan.zeros {
             // SAFETY: the plan checked the tensor's extent for its shape and strides.
@@ -380,9 +466,13 @@ impl Backward {
             }
         }
         let args = KernArgs::new(&params);
-        for l in [plan.pre, plan.dq, plan.dkdv].into_iter().flatten() {
-            // SAFETY: the plan checked every extent; `delta` is sized for lse's extent; the
-            // caller vouches for the addresses (this function's contract).
+        for l in [plan.pre, plan.dq, plan.dkdv, plan.post]
+            .into_iter()
+            .flatten()
+        {
+            // SAFETY: the plan checked every extent; `delta` is sized for lse's extent and the
+            // dQ workspace for [B, Hq, Sq, bucket]; the caller vouches for the addresses (this
+            // function's contract).
             unsafe { dev.launch(l.kernel, l.grid, BWD_THREADS, l.shared_bytes, stream, &args)? };
         }
         Ok(())
@@ -534,7 +624,8 @@ mod tests {
     #[test]
     fn plan_grids_follow_the_tiles() {
         for dtype in DType::ALL {
-            let p = call(dtype).plan(Family::Sm90).unwrap();
+            let p = call(dtype).deterministic(true).plan(Family::Sm90).unwrap();
+            assert_eq!((p.post, p.dq_accum_bytes, p.params.dq_accum), (None, 0, 0));
             let tq = bwd_tile(Family::Sm90, dtype, 64, BwdKernel::Dq, BwdVariant::Plain);
             let tk = bwd_tile(Family::Sm90, dtype, 64, BwdKernel::Dkdv, BwdVariant::Plain);
             let dq = p.dq.unwrap();
@@ -585,7 +676,7 @@ mod tests {
                 t(0x90_0000, dt, [1, 70, 1, d]),
             )
         };
-        let p = wide(256).plan(Family::Sm90).unwrap();
+        let p = wide(256).deterministic(true).plan(Family::Sm90).unwrap();
         assert_eq!(p.params.slices, 2);
         assert_eq!(p.dq.unwrap().grid[0], 2);
         // AMD's 64 KiB do not hold the D = 256 tiles: a typed refusal.
@@ -598,7 +689,14 @@ mod tests {
 
     #[test]
     fn plain_kernels_unless_a_feature_of_the_pieces_is_asked_for() {
-        let variant = |b: Backward| match b.plan(Family::Sm90).unwrap().dq.unwrap().kernel {
+        let variant = |b: Backward| match b
+            .deterministic(true)
+            .plan(Family::Sm90)
+            .unwrap()
+            .dq
+            .unwrap()
+            .kernel
+        {
             KernelId::BwdDq { variant, .. } => variant,
             other => panic!("{other:?}"),
         };
@@ -620,6 +718,79 @@ mod tests {
             variant(c.dbias(bias(0x1000_0000, dt, FULL))),
             BwdVariant::Pieces
         );
+    }
+
+    /// `deterministic = false` (the default) takes the fused kernel where it is built: the plain
+    /// variant on NVIDIA's 16-bit atom up to D = 128; everything else plans as deterministic.
+    #[test]
+    fn the_default_backward_is_fused_where_built() {
+        for family in [Family::Sm80, Family::Sm90, Family::Cdna, Family::Rdna3] {
+            for dtype in DType::ALL {
+                let p = call(dtype).plan(family).unwrap();
+                let det = call(dtype).deterministic(true).plan(family).unwrap();
+                let nv16 = matches!(family, Family::Sm80 | Family::Sm90) && dtype != DType::F32;
+                assert_eq!(p.dq.is_none(), nv16, "{family:?} {dtype:?}");
+                if !nv16 {
+                    assert_eq!(p, det);
+                    continue;
+                }
+                let t = bwd_tile(family, dtype, 64, BwdKernel::Fused, BwdVariant::Plain);
+                let fused = p.dkdv.unwrap();
+                assert_eq!(
+                    fused,
+                    BwdLaunch {
+                        kernel: KernelId::BwdFused {
+                            dtype,
+                            head_dim: 64
+                        },
+                        grid: [SK.div_ceil(t.block_rows) as u32, HK as u32, B as u32],
+                        shared_bytes: bwd_smem_bytes(
+                            family,
+                            dtype,
+                            64,
+                            BwdKernel::Fused,
+                            BwdVariant::Plain
+                        ) as u32,
+                    }
+                );
+                assert_eq!(
+                    p.post.unwrap(),
+                    BwdLaunch {
+                        kernel: KernelId::BwdPost { dtype },
+                        grid: [SQ.div_ceil(POST_ROWS) as u32, HQ as u32, B as u32],
+                        shared_bytes: 0,
+                    }
+                );
+                assert_eq!(p.dq_accum_bytes, B * HQ * SQ * D * 4);
+                let w = p.params.dq_accum_strides;
+                assert_eq!(w, [(HQ * SQ * D) as i64, D as i64, (SQ * D) as i64]);
+                assert_eq!((p.pre, p.delta_bytes), (det.pre, det.delta_bytes));
+            }
+        }
+        let dt = DType::Bf16;
+        // A feature of the pieces' or a head dim of 256: the two kernels.
+        let mut c = call(dt);
+        c.fwd = c.fwd.softcap(30.0);
+        assert!(c.plan(Family::Sm90).unwrap().dq.is_some());
+        // A caller's dQ workspace: aligned and large enough, then used as is.
+        let bytes = B * HQ * SQ * D * 4;
+        let ws = |ptr: u64, n: usize| call(dt).dq_workspace(ptr, n).plan(Family::Sm90);
+        assert_eq!(ws(0x4000_0000, bytes).unwrap().params.dq_accum, 0x4000_0000);
+        assert!(matches!(
+            ws(0x4000_0000, bytes - 4),
+            Err(Error::InvalidArgument { what, .. }) if what == "dq_workspace"
+        ));
+        assert!(matches!(
+            ws(0x4000_0004, bytes),
+            Err(Error::InvalidArgument { what, .. }) if what == "dq_workspace"
+        ));
+        // Ignored by a deterministic plan.
+        let p = call(dt)
+            .dq_workspace(0x4000_0004, 0)
+            .deterministic(true)
+            .plan(Family::Sm90)
+            .unwrap();
+        assert_eq!(p.params.dq_accum, 0);
     }
 
     #[test]

@@ -37,7 +37,7 @@
 //! | `dq_`, `dk_`, `dv_` | written in place | the same; allocated when `None` |
 //! | `bias_requires_grad`, `grad_bias` | `dbias` | `dbias = dS` in the bias's logical shape and dtype (in place when `grad_bias` is given, which must not broadcast) |
 //! | `max_seqlen_q/k` (backward) | varlen hints | varlen hints (ignored in batch mode) |
-//! | `deterministic` | forced off | always deterministic (no atomics): bit-identical gradients on every run |
+//! | `deterministic` | forced off | honoured: `true` is bit-identical on every run (no atomics); `false` may take the fused kernel (dQ by f32 atomics, [`crate::Backward::deterministic`]) |
 //! | `zero_tensors` | zeroes the gradients first | the same |
 //! | `philox_seed`, `philox_offset` | tensors from the forward | [`MemEffForward::philox`] |
 //!

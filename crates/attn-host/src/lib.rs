@@ -8,7 +8,7 @@
 //! | memory this crate owns | [`DeviceBuffer`] |
 //! | memory the caller owns | [`TensorRef`], [`LseRef`] (raw device addresses + shape + strides) |
 //! | the forward pass | [`Forward`] (builder; [`Forward::plan`] validates, `launch` runs) |
-//! | the backward pass | [`Backward`] of a `Forward` (`dq`, `dk`, `dv`, `dbias`; deterministic) |
+//! | the backward pass | [`Backward`] of a `Forward` (`dq`, `dk`, `dv`, `dbias`; deterministic or fused) |
 //! | its optional features | [`Varlen`] + [`I32Ref`] (varlen, `seqused_k`), [`BiasRef`], [`AlibiRef`], softcap, [`Dropout`] + [`Philox`], [`MaskRef`] (dropout mask) |
 //! | inference ([`decode`]) | [`Paged`] (paged KV cache), [`Splits`] / [`Packing`] / [`Route`] (split-KV, GQA packing), [`Workspace`], key ranges and [`Merge`] (partial attention) |
 //! | errors | [`Error`]: `LibraryNotFound`, `Driver`, `NoDevice`, `InvalidArgument`, `Unsupported` |

@@ -385,7 +385,7 @@ merge!(attn_merge_f32_f32, f32, f32);
 macro_rules! bwd {
     (
         $name:ident, $kernel:ident, $variant:ident, $run:ident, $atom:ty, $dtype:expr, $d:literal,
-        blocks = $b:literal $(, $passes:ident)?
+        blocks = $b:literal, $(walks = $passes:ident,)? tail = [$($tail:tt)*]
     ) => {
         /// Backward pass.
         #[kernel(threads = 128, blocks = $b)]
@@ -419,6 +419,7 @@ macro_rules! bwd {
                 $({ T.$passes },)?
                 { T.prefetch },
                 { matches!(V, BwdVariant::Pieces) },
+                $($tail)*
             >(p)
         }
     };
@@ -432,7 +433,17 @@ macro_rules! bwd_set {
         $dq:ident, $dkdv:ident, $dq_p:ident, $dkdv_p:ident, $atom:ty, $dtype:expr, $d:literal,
         blocks = ($bq:literal, $bk:literal)
     ) => {
-        bwd!($dq, Dq, Plain, run_dq, $atom, $dtype, $d, blocks = $bq);
+        bwd!(
+            $dq,
+            Dq,
+            Plain,
+            run_dq,
+            $atom,
+            $dtype,
+            $d,
+            blocks = $bq,
+            tail = []
+        );
         bwd!(
             $dkdv,
             Dkdv,
@@ -442,9 +453,20 @@ macro_rules! bwd_set {
             $dtype,
             $d,
             blocks = $bk,
-            passes
+            walks = passes,
+            tail = [false, 1, 1]
         );
-        bwd!($dq_p, Dq, Pieces, run_dq, $atom, $dtype, $d, blocks = 1);
+        bwd!(
+            $dq_p,
+            Dq,
+            Pieces,
+            run_dq,
+            $atom,
+            $dtype,
+            $d,
+            blocks = 1,
+            tail = []
+        );
         bwd!(
             $dkdv_p,
             Dkdv,
@@ -454,10 +476,79 @@ macro_rules! bwd_set {
             $dtype,
             $d,
             blocks = 1,
-            passes
+            walks = passes,
+            tail = [false, 1, 1]
         );
     };
 }
+
+/// The fused backward kernel (`dK`, `dV` and atomic `dQ` in one walk: `BwdKernel::Fused`) of one
+/// 16-bit dtype and head-dim bucket: `QM · M` queries (the step) by `D / WAVES` head-dim columns
+/// of `dQ` per wave. Built where [`bwd::policy::bwd_instantiated`] says (a stub on AMD).
+macro_rules! bwd_fused {
+    ($name:ident, $atom:ty, $dtype:expr, $d:literal, blocks = $b:literal) => {
+        bwd!(
+            $name,
+            Fused,
+            Plain,
+            run_dkdv,
+            $atom,
+            $dtype,
+            $d,
+            blocks = $b,
+            walks = passes,
+            // (DQ is false where the kernel is a stub: that tile need not fit the dQ step.)
+            tail = [
+                { bwd::policy::bwd_instantiated(FAMILY, $dtype, $d, BwdKernel::Fused, V) },
+                { T.block_cols / <A as MmaAtom>::M },
+                { $d / <A as MmaAtom>::N / WAVES }
+            ]
+        );
+    };
+}
+
+bwd_fused!(
+    attn_bwd_fused_f16_d32,
+    Native<F16>,
+    DType::F16,
+    32,
+    blocks = 2
+);
+bwd_fused!(
+    attn_bwd_fused_f16_d64,
+    Native<F16>,
+    DType::F16,
+    64,
+    blocks = 2
+);
+bwd_fused!(
+    attn_bwd_fused_f16_d128,
+    Native<F16>,
+    DType::F16,
+    128,
+    blocks = 1
+);
+bwd_fused!(
+    attn_bwd_fused_bf16_d32,
+    Native<Bf16>,
+    DType::Bf16,
+    32,
+    blocks = 2
+);
+bwd_fused!(
+    attn_bwd_fused_bf16_d64,
+    Native<Bf16>,
+    DType::Bf16,
+    64,
+    blocks = 2
+);
+bwd_fused!(
+    attn_bwd_fused_bf16_d128,
+    Native<Bf16>,
+    DType::Bf16,
+    128,
+    blocks = 1
+);
 
 bwd_set!(
     attn_bwd_dq_f16_d32,
@@ -601,6 +692,18 @@ pub fn attn_bwd_pre_bf16(p: &BwdParams) {
 #[kernel(threads = 128)]
 pub fn attn_bwd_pre_f32(p: &BwdParams) {
     bwd::preprocess::<FmaAtom<f32>, { pre_tn::<FmaAtom<f32>>() }>(p)
+}
+
+/// `dq = scale · dq_accum` in f16: the fused backward's conversion.
+#[kernel(threads = 128)]
+pub fn attn_bwd_post_f16(p: &BwdParams) {
+    bwd::post::<F16>(p)
+}
+
+/// `dq = scale · dq_accum` in bf16: the fused backward's conversion.
+#[kernel(threads = 128)]
+pub fn attn_bwd_post_bf16(p: &BwdParams) {
+    bwd::post::<Bf16>(p)
 }
 
 /// Zeroes a strided tensor of 16-bit elements.

@@ -48,6 +48,7 @@ fn check<
     p: &Problem,
     input_seed: u64,
     want_dbias: bool,
+    fused: Option<&(dyn Fn(&BwdParams) + Sync)>,
 ) {
     let x = Inputs::random(p, input_seed, 1.0);
     let (q, k, v) = (
@@ -232,6 +233,7 @@ fn check<
             | if dbias_f32 { BWD_DBIAS_F32 } else { 0 },
         slices: (ND / NS) as u32,
         delta: delta.as_mut_ptr() as u64,
+        ..Default::default()
     };
     let slices = ND / NS;
     if want_dbias {
@@ -250,6 +252,30 @@ fn check<
             }
         });
     }
+    // The plain kernels (BwdVariant::Plain) where the problem needs no feature of the pieces',
+    // as the host dispatches them; with `fused`, the fused kernel (dQ through a NaN-poisoned f32
+    // workspace that the preprocess zeroes) instead of dq.
+    let plain = p.varlen.is_none()
+        && p.seqused_k.is_none()
+        && p.bias.is_none()
+        && p.alibi.is_none()
+        && p.softcap == 0.0
+        && p.dropout.is_none()
+        && !want_dbias;
+    assert!(plain || fused.is_none(), "the fused kernel is plain only");
+    let mut ws = vec![
+        f32::NAN;
+        if fused.is_some() {
+            nb * hq * mq * dq
+        } else {
+            0
+        }
+    ];
+    let mut bp = bp;
+    if fused.is_some() {
+        bp.dq_accum = ws.as_mut_ptr() as u64;
+        bp.dq_accum_strides = [(hq * mq * dq) as i64, dq as i64, (mq * dq) as i64];
+    }
     let pre_rows = WAVES * A::M;
     let grid = (mq.div_ceil(pre_rows).max(1) as u32, hq as u32, nb as u32);
     let pre_smem = 2 * pre_rows * policy::padded(bwd::policy::PRE_COLS, esize) * esize;
@@ -265,17 +291,10 @@ fn check<
         hq as u32,
         nb as u32,
     );
-    // The plain kernels (BwdVariant::Plain) where the problem needs no feature of the pieces',
-    // as the host dispatches them.
-    let plain = p.varlen.is_none()
-        && p.seqused_k.is_none()
-        && p.bias.is_none()
-        && p.alibi.is_none()
-        && p.softcap == 0.0
-        && p.dropout.is_none()
-        && !want_dbias;
     launch(grid, 128, smem, || {
-        if plain {
+        if fused.is_some() {
+            // (dq comes from the fused kernel and the conversion below)
+        } else if plain {
             bwd::run_dq::<A, WAVES, 1, BTN, ND, NS, BKK, PREFETCH, false>(&bp)
         } else {
             bwd::run_dq::<A, WAVES, 1, BTN, ND, NS, BKK, PREFETCH, true>(&bp)
@@ -284,19 +303,29 @@ fn check<
     // dkdv: block rows = keys, step = queries.
     let smem = 2 * r * dp * esize
         + p_smem(r, c)
-        + bufs * (2 * c * dp * esize + 2 * c * 4 + c * policy::padded(r, 4) * 4);
+        + bufs * (2 * c * dp * esize + 2 * c * 4 + c * policy::padded(r, 4) * 4)
+        + c * policy::padded(r, esize) * esize;
     let grid = (
         (mk.div_ceil(r) * slices).max(1) as u32,
         hk as u32,
         nb as u32,
     );
     launch(grid, 128, smem, || {
-        if plain {
-            bwd::run_dkdv::<A, WAVES, 1, BTN, ND, NS, BKK, PASSES, PREFETCH, false>(&bp)
+        if let Some(f) = fused {
+            f(&bp)
+        } else if plain {
+            bwd::run_dkdv::<A, WAVES, 1, BTN, ND, NS, BKK, PASSES, PREFETCH, false, false, 1, 1>(
+                &bp,
+            )
         } else {
-            bwd::run_dkdv::<A, WAVES, 1, BTN, ND, NS, BKK, PASSES, PREFETCH, true>(&bp)
+            bwd::run_dkdv::<A, WAVES, 1, BTN, ND, NS, BKK, PASSES, PREFETCH, true, false, 1, 1>(&bp)
         }
     });
+    if fused.is_some() {
+        let post_rows = bwd::policy::POST_ROWS;
+        let grid = (mq.div_ceil(post_rows).max(1) as u32, hq as u32, nb as u32);
+        launch(grid, 128, 0, || bwd::post::<A::E>(&bp));
+    }
 
     // The truth: attn-ref's f64 forward and backward from the same rounded inputs.
     let truth_f = attn_ref::forward(p, &x).unwrap();
@@ -475,14 +504,49 @@ fn backward_on_the_sm80_atom() {
     use attn_kernels::numeric::F16;
     type A = Sm80M16N8K16<F16>;
     // 4 warps × 16 rows; D = 4 · 8 (two slices of 2 · 8 in the second case); 32 keys per step.
-    check::<A, 4, 4, 2, 1, 4, 4, 2, 1, true, 2>(&plain(Dtype::F16, 32), seed(), false);
+    check::<A, 4, 4, 2, 1, 4, 4, 2, 1, true, 2>(&plain(Dtype::F16, 32), seed(), false, None);
     check::<A, 4, 4, 2, 1, 4, 4, 2, 2, false, 2>(
         &varlen_everything(Dtype::F16, 32, Dtype::F32),
         seed(),
         true,
+        None,
     );
-    check::<A, 4, 4, 2, 1, 4, 2, 2, 1, true, 2>(&batch_window(Dtype::F16, 32), seed(), true);
-    check::<A, 4, 4, 2, 1, 4, 4, 2, 1, true, 2>(&one_key(Dtype::F16, 24), seed(), false);
+    check::<A, 4, 4, 2, 1, 4, 2, 2, 1, true, 2>(&batch_window(Dtype::F16, 32), seed(), true, None);
+    check::<A, 4, 4, 2, 1, 4, 4, 2, 1, true, 2>(&one_key(Dtype::F16, 24), seed(), false, None);
+}
+
+/// The fused kernel (dK, dV and atomic dQ in one walk; `BwdKernel::Fused`) on the plain
+/// problems: dQ through the f32 workspace, zeroed by the preprocess and converted by `post`.
+#[cfg(not(feature = "host-wave64"))]
+#[test]
+fn fused_backward_on_the_sm80_atom() {
+    use attn_kernels::atom::sm80_m16n8k16::Sm80M16N8K16;
+    use attn_kernels::numeric::{Bf16, F16};
+    type A = Sm80M16N8K16<F16>;
+    type B = Sm80M16N8K16<Bf16>;
+    // 32 queries per step (QM = 2) by D / 4 = 8 columns of dQ per warp (QN = 1).
+    let f32q =
+        |bp: &BwdParams| bwd::run_dkdv::<A, 4, 1, 4, 4, 4, 2, 1, false, false, true, 2, 1>(bp);
+    check::<A, 4, 4, 2, 1, 4, 4, 2, 1, false, 2>(
+        &plain(Dtype::F16, 32),
+        seed(),
+        false,
+        Some(&f32q),
+    );
+    check::<A, 4, 4, 2, 1, 4, 4, 2, 1, false, 2>(
+        &one_key(Dtype::F16, 24),
+        seed(),
+        false,
+        Some(&f32q),
+    );
+    // 64 queries per step (QM = 4), D = 64 (QN = 2), Dv = 48, causal bottom-right, GQA 2:1,
+    // ragged lengths.
+    let causal = Problem::new(Dtype::Bf16, 2, 77, 130, 4, 2, 64, 48).with_mask(Mask::Causal {
+        align: Align::BottomRight,
+    });
+    let f64q =
+        |bp: &BwdParams| bwd::run_dkdv::<B, 4, 1, 8, 8, 8, 4, 1, false, false, true, 4, 2>(bp);
+    check::<B, 4, 8, 2, 1, 8, 8, 4, 1, false, 2>(&causal, seed(), false, Some(&f64q));
 }
 
 #[cfg(not(feature = "host-wave64"))]
@@ -491,14 +555,15 @@ fn backward_on_the_fma_atom() {
     use attn_kernels::atom::fma::FmaAtom;
     type A = FmaAtom<f32>;
     // 4 waves × 8 rows; D = 4 · 8; 16 or 32 keys per step.
-    check::<A, 4, 4, 2, 4, 4, 4, 8, 2, false, 1>(&plain(Dtype::F32, 32), seed(), false);
+    check::<A, 4, 4, 2, 4, 4, 4, 8, 2, false, 1>(&plain(Dtype::F32, 32), seed(), false, None);
     check::<A, 4, 4, 2, 4, 2, 2, 4, 1, true, 1>(
         &varlen_everything(Dtype::F32, 32, Dtype::F32),
         seed(),
         true,
+        None,
     );
-    check::<A, 4, 4, 2, 4, 4, 4, 8, 2, false, 1>(&batch_window(Dtype::F32, 32), seed(), true);
-    check::<A, 4, 4, 2, 4, 4, 4, 8, 2, false, 1>(&one_key(Dtype::F32, 28), seed(), false);
+    check::<A, 4, 4, 2, 4, 4, 4, 8, 2, false, 1>(&batch_window(Dtype::F32, 32), seed(), true, None);
+    check::<A, 4, 4, 2, 4, 4, 4, 8, 2, false, 1>(&one_key(Dtype::F32, 28), seed(), false, None);
 }
 
 #[cfg(not(feature = "host-wave64"))]
@@ -512,14 +577,16 @@ fn backward_on_the_wmma_atom() {
         &varlen_everything(Dtype::F16, 32, Dtype::F16),
         seed(),
         true,
+        None,
     );
-    check::<A, 4, 2, 1, 1, 2, 1, 2, 2, false, 1>(&batch_window(Dtype::F16, 32), seed(), true);
-    check::<A, 4, 2, 1, 1, 2, 2, 2, 1, true, 1>(&one_key(Dtype::F16, 24), seed(), false);
+    check::<A, 4, 2, 1, 1, 2, 1, 2, 2, false, 1>(&batch_window(Dtype::F16, 32), seed(), true, None);
+    check::<A, 4, 2, 1, 1, 2, 2, 2, 1, true, 1>(&one_key(Dtype::F16, 24), seed(), false, None);
     // gfx1100's dK + dV at D = 64: 16 keys per step, two head-dim slices of 32, two passes.
     check::<A, 4, 4, 1, 1, 1, 2, 1, 2, false, 1>(
         &varlen_everything(Dtype::F16, 64, Dtype::F16),
         seed(),
         true,
+        None,
     );
 }
 
@@ -534,7 +601,8 @@ fn backward_on_the_mfma_atom() {
         &varlen_everything(Dtype::F16, 64, Dtype::F32),
         seed(),
         true,
+        None,
     );
-    check::<A, 2, 2, 1, 4, 1, 1, 4, 2, false, 1>(&batch_window(Dtype::F16, 64), seed(), true);
-    check::<A, 2, 2, 1, 4, 1, 2, 4, 1, true, 1>(&one_key(Dtype::F16, 40), seed(), false);
+    check::<A, 2, 2, 1, 4, 1, 1, 4, 2, false, 1>(&batch_window(Dtype::F16, 64), seed(), true, None);
+    check::<A, 2, 2, 1, 4, 1, 2, 4, 1, true, 1>(&one_key(Dtype::F16, 40), seed(), false, None);
 }

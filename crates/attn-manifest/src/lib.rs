@@ -188,6 +188,8 @@ pub fn required_matrix_instruction(target: &str, kernel: &str) -> Option<&'stati
         "attn_bwd_dq_bf16_",
         "attn_bwd_dkdv_f16_",
         "attn_bwd_dkdv_bf16_",
+        "attn_bwd_fused_f16_",
+        "attn_bwd_fused_bf16_",
     ]
     .iter()
     .any(|p| kernel.starts_with(p));
@@ -242,6 +244,8 @@ fn backward_kernel(
     let family = attn_kernels::fwd::policy::Family::of_arch(target)?;
     let (which, rest) = if let Some(r) = kernel.strip_prefix("attn_bwd_dq_") {
         (BwdKernel::Dq, r)
+    } else if let Some(r) = kernel.strip_prefix("attn_bwd_fused_") {
+        (BwdKernel::Fused, r)
     } else {
         (BwdKernel::Dkdv, kernel.strip_prefix("attn_bwd_dkdv_")?)
     };
@@ -397,6 +401,10 @@ mod tests {
         assert_eq!(r("gfx1100", "attn_bwd_dkdv_bf16_d256"), None); // an AMD D = 256 stub
         assert_eq!(r("gfx1100", "attn_bwd_dq_f16_d64"), Some("v_wmma"));
         assert_eq!(r("gfx90a", "attn_bwd_dq_bf16_d256"), None); // an AMD D = 256 stub
+        assert_eq!(r("sm_90a", "attn_bwd_fused_bf16_d128"), Some("mma.sync"));
+        assert_eq!(r("sm_80", "attn_bwd_fused_f16_d32"), Some("mma.sync"));
+        assert_eq!(r("gfx942", "attn_bwd_fused_f16_d64"), None); // fused: NVIDIA only, a stub
+        assert_eq!(r("sm_90a", "attn_bwd_post_bf16"), None);
         for t in ["gfx90a", "gfx942"] {
             assert_eq!(r(t, "attn_fwd_f16_d64"), Some("v_mfma"));
             assert_eq!(r(t, "attn_fwd_bf16_d256"), Some("v_mfma"));

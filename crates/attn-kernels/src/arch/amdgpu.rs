@@ -122,6 +122,7 @@ pub fn fma(a: f32, b: f32, c: f32) -> f32 {
 }
 
 pub use super::soft::{
-    async_commit, async_wait_all, async_wait_prior, copy4_async, copy16_async, copy16_async_part,
-    pack_bf16x2, pack_f16x2,
+    BULK_REDUCE, async_commit, async_wait_all, async_wait_prior, atomic_add_f32, bulk_commit,
+    bulk_reduce_add_f32, bulk_wait_all, bulk_wait_read, copy4_async, copy16_async,
+    copy16_async_part, fence_proxy_async, pack_bf16x2, pack_f16x2,
 };

@@ -13,6 +13,8 @@
 //! | `exp2`, `log2`, `rcp` | fast special functions (`ex2.approx.ftz`, `v_exp_f32`, …) |
 //! | `f16_to_f32`, … | conversions between `f32` and the 16-bit storage formats |
 //! | `dyn_smem()` | base of the launch-sized shared memory / LDS (16-byte aligned) |
+//! | `atomic_add_f32(p, v)` | `*p += v` on device memory, atomically (`red.global.add.f32`, a CAS loop elsewhere) |
+//! | `bulk_reduce_add_f32`, `bulk_*`, `fence_proxy_async` | a shared tile added into global memory by one instruction (sm_90's `cp.reduce.async.bulk`; `BULK_REDUCE`), element by element elsewhere |
 //!
 //! `host.rs` emulates a block with OS threads, so the same kernel bodies run in `cargo test`.
 
@@ -33,9 +35,10 @@ pub use nvptx::*;
 pub mod host;
 #[cfg(not(any(target_arch = "amdgpu", target_arch = "nvptx64")))]
 pub use host::{
-    WAVE, async_commit, async_wait_all, async_wait_prior, block_idx, copy4_async, copy16_async,
-    copy16_async_part, dyn_smem, exp2, fma, log2, pack_bf16x2, pack_f16x2, rcp, shfl_idx_u32,
-    shfl_xor_f32, sync_threads, thread_idx,
+    BULK_REDUCE, WAVE, async_commit, async_wait_all, async_wait_prior, atomic_add_f32, block_idx,
+    bulk_commit, bulk_reduce_add_f32, bulk_wait_all, bulk_wait_read, copy4_async, copy16_async,
+    copy16_async_part, dyn_smem, exp2, fence_proxy_async, fma, log2, pack_bf16x2, pack_f16x2, rcp,
+    shfl_idx_u32, shfl_xor_f32, sync_threads, thread_idx,
 };
 
 /// Lane index within the wave.

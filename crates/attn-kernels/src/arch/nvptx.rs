@@ -211,6 +211,105 @@ pub fn async_wait_all() {
     unsafe { core::arch::asm!("cp.async.wait_all;", options(nostack)) };
 }
 
+/// `*p += v` as one atomic reduction in device memory (`red.global.add.f32`: no value returns,
+/// so the SM does not wait for L2).
+///
+/// # Safety
+/// `p` is a 4-byte aligned, writable f32 of global memory.
+#[inline(always)]
+pub unsafe fn atomic_add_f32(p: *mut f32, v: f32) {
+    // SAFETY: the caller's contract; `cvta.to.global` maps the generic address to the global
+    // window the instruction takes.
+    unsafe {
+        core::arch::asm!(
+            "{{ .reg .u64 g; cvta.to.global.u64 g, {p}; red.global.add.f32 [g], {v}; }}",
+            p = in(reg64) p,
+            v = in(reg32) v,
+            options(nostack)
+        )
+    };
+}
+
+/// Whether this target adds a shared-memory tile into global memory with one bulk instruction
+/// ([`bulk_reduce_add_f32`]: `cp.reduce.async.bulk`, sm_90); elsewhere callers add element by
+/// element ([`atomic_add_f32`]).
+pub const BULK_REDUCE: bool = cfg!(target_feature = "sm_90a");
+
+/// `dst[i] += src[i]` for the `bytes / 4` f32 of shared `src`, into global `dst`, by the bulk
+/// copy engine (sm_90: one `cp.reduce.async.bulk ... .add.f32`, issued by the calling thread and
+/// completed asynchronously; [`bulk_commit`] closes the group, [`bulk_wait_read`] waits until
+/// `src` may be rewritten, [`bulk_wait_all`] until `dst` is written). The threads that wrote
+/// `src` call [`fence_proxy_async`] and meet at a barrier before it is issued. Without
+/// [`BULK_REDUCE`], the calling thread adds element by element.
+///
+/// # Safety
+/// `src` is 16-byte aligned shared memory and `dst` 16-byte aligned writable global memory,
+/// both `bytes` long (a multiple of 16).
+#[inline(always)]
+pub unsafe fn bulk_reduce_add_f32(dst: *mut f32, src: *const f32, bytes: u32) {
+    #[cfg(target_feature = "sm_90a")]
+    // SAFETY: the caller's contract.
+    unsafe {
+        core::arch::asm!(
+            "{{ .reg .u64 g; cvta.to.global.u64 g, {d}; \
+             cp.reduce.async.bulk.global.shared::cta.bulk_group.add.f32 [g], [{s}], {n}; }}",
+            d = in(reg64) dst,
+            s = in(reg32) smem_u32(src),
+            n = in(reg32) bytes,
+            options(nostack)
+        )
+    };
+    #[cfg(not(target_feature = "sm_90a"))]
+    for i in 0..bytes as usize / 4 {
+        // SAFETY: the caller's contract (element i < bytes / 4 of both).
+        unsafe { atomic_add_f32(dst.add(i), *src.add(i)) };
+    }
+}
+
+/// Closes this thread's group of bulk operations (`cp.async.bulk.commit_group`; nothing without
+/// [`BULK_REDUCE`]).
+#[inline(always)]
+pub fn bulk_commit() {
+    #[cfg(target_feature = "sm_90a")]
+    // SAFETY: no operands.
+    unsafe {
+        core::arch::asm!("cp.async.bulk.commit_group;", options(nostack))
+    };
+}
+
+/// Waits until this thread's bulk operations have read their shared sources
+/// (`cp.async.bulk.wait_group.read 0`; nothing without [`BULK_REDUCE`]).
+#[inline(always)]
+pub fn bulk_wait_read() {
+    #[cfg(target_feature = "sm_90a")]
+    // SAFETY: no operands.
+    unsafe {
+        core::arch::asm!("cp.async.bulk.wait_group.read 0;", options(nostack))
+    };
+}
+
+/// Waits until this thread's bulk operations are complete (`cp.async.bulk.wait_group 0`;
+/// nothing without [`BULK_REDUCE`]).
+#[inline(always)]
+pub fn bulk_wait_all() {
+    #[cfg(target_feature = "sm_90a")]
+    // SAFETY: no operands.
+    unsafe {
+        core::arch::asm!("cp.async.bulk.wait_group 0;", options(nostack))
+    };
+}
+
+/// Orders this thread's shared-memory writes before later bulk (async-proxy) reads of them
+/// (`fence.proxy.async.shared::cta`; nothing without [`BULK_REDUCE`]).
+#[inline(always)]
+pub fn fence_proxy_async() {
+    #[cfg(target_feature = "sm_90a")]
+    // SAFETY: no operands.
+    unsafe {
+        core::arch::asm!("fence.proxy.async.shared::cta;", options(nostack))
+    };
+}
+
 /// Rounds `lo`, `hi` to f16 (nearest even) and packs them, `lo` in bits 0..16
 /// (`cvt.rn.f16x2.f32`, one instruction).
 #[doc(alias = "cvt.rn.f16x2.f32")]

@@ -80,3 +80,56 @@ pub fn pack_f16x2(lo: f32, hi: f32) -> u32 {
 pub fn pack_bf16x2(lo: f32, hi: f32) -> u32 {
     super::cvt::f32_to_bf16(lo) as u32 | (super::cvt::f32_to_bf16(hi) as u32) << 16
 }
+
+/// `*p += v` as one atomic read-modify-write of device memory (a compare-and-swap loop: no
+/// float-add atomic is reachable from Rust here; relaxed, as every order of the additions is
+/// acceptable to its callers).
+///
+/// # Safety
+/// `p` is a 4-byte aligned, writable f32 of device (global) memory.
+#[inline(always)]
+pub unsafe fn atomic_add_f32(p: *mut f32, v: f32) {
+    use core::sync::atomic::{AtomicU32, Ordering};
+    // SAFETY: the caller's contract; an aligned f32 has the size and alignment of an AtomicU32.
+    let a = unsafe { &*p.cast::<AtomicU32>() };
+    let mut old = a.load(Ordering::Relaxed);
+    loop {
+        let new = (f32::from_bits(old) + v).to_bits();
+        match a.compare_exchange_weak(old, new, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return,
+            Err(now) => old = now,
+        }
+    }
+}
+
+/// No bulk copy engine here: callers add element by element.
+pub const BULK_REDUCE: bool = false;
+
+/// `dst[i] += src[i]` for the `bytes / 4` f32 of `src`, element by element by the calling thread
+/// (the form of NVIDIA's bulk reduction without its engine).
+///
+/// # Safety
+/// `src` and `dst` hold `bytes / 4` f32; `dst` is device memory.
+#[inline(always)]
+pub unsafe fn bulk_reduce_add_f32(dst: *mut f32, src: *const f32, bytes: u32) {
+    for i in 0..bytes as usize / 4 {
+        // SAFETY: the caller's contract (element i < bytes / 4 of both).
+        unsafe { atomic_add_f32(dst.add(i), *src.add(i)) };
+    }
+}
+
+/// Nothing to close: [`bulk_reduce_add_f32`] is synchronous here.
+#[inline(always)]
+pub fn bulk_commit() {}
+
+/// Nothing to wait for: [`bulk_reduce_add_f32`] is synchronous here.
+#[inline(always)]
+pub fn bulk_wait_read() {}
+
+/// Nothing to wait for: [`bulk_reduce_add_f32`] is synchronous here.
+#[inline(always)]
+pub fn bulk_wait_all() {}
+
+/// Nothing to order: there is one memory proxy here.
+#[inline(always)]
+pub fn fence_proxy_async() {}

@@ -29,9 +29,14 @@
 //! as `[n, k]` or `[k, n]` rows), so every atom serves them unchanged. At D = 256 the gradient
 //! accumulators are split into head-dim slices across blocks (`BwdParams::slices`).
 //! The cost is one extra `S` and `dP` (7 matrix products instead of 5).
+//!
+//! The fused kernel (`run_dkdv` with `DQ`: the non-deterministic backward, plain problems) walks
+//! as `run_dkdv` and adds each step's `dQ = dS·K` over the block's keys to an f32 workspace by
+//! atomics (`fused_dq`; zeroed by [`preprocess`], scaled and rounded by [`post`]): 5 products.
 use crate::arch::{
-    WAVE, async_commit, async_wait_all, block_idx, copy4_async, dyn_smem, exp2, fma, lane_id,
-    sync_threads, thread_idx, wave_id,
+    BULK_REDUCE, WAVE, async_commit, async_wait_all, atomic_add_f32, block_idx, bulk_commit,
+    bulk_reduce_add_f32, bulk_wait_all, bulk_wait_read, copy4_async, dyn_smem, exp2,
+    fence_proxy_async, fma, lane_id, sync_threads, thread_idx, wave_id,
 };
 use crate::atom::MmaAtom;
 use crate::fwd::{RowMap, ScoreTile, TileCopy, apply_dropout, policy::padded, slot_row};
@@ -72,6 +77,24 @@ pub fn preprocess<A: MmaAtom, const TN: usize>(bp: &BwdParams) {
     let m0 = x as usize * rows;
     if m0 >= seq.sq {
         return; // (uniform: a varlen sequence shorter than the grid's longest)
+    }
+    if bp.dq_accum != 0 {
+        // The fused kernel's dQ workspace: this block's rows of (b, h), zeroed.
+        let w = bp.dq_accum_strides;
+        let ws = (bp.dq_accum as *mut f32)
+            .wrapping_offset((seq.batch as i64 * w[0] + h as i64 * w[2]) as isize);
+        // (whole rows: the row stride is the head-dim bucket, every column of which the fused
+        // kernel adds to)
+        let d = w[1] as usize;
+        let n = rows.min(seq.sq - m0) * d;
+        let mut t = thread_idx() as usize;
+        while t < n {
+            let (r, c) = (t / d, t % d);
+            // SAFETY: row m0 + r < Sq_b and column c < bucket of (b, h) are inside the
+            // workspace (the host sized it [B, Hq, Sq, bucket]).
+            unsafe { *ws.wrapping_offset(((m0 + r) as i64 * w[1]) as isize).add(c) = 0.0 };
+            t += policy::BWD_THREADS as usize;
+        }
     }
     let dv = p.head_dim_v as usize;
     let esize = core::mem::size_of::<A::E>();
@@ -167,6 +190,40 @@ pub fn zero<T: Copy + Default>(zp: &ZeroParams) {
             unsafe { *(zp.ptr as *mut T).wrapping_offset(at as isize) = T::default() };
         }
         t += zp.grid_x.max(1) as u64;
+    }
+}
+
+/// `dq = scale · dq_accum`, rounded to `E`: the fused backward's last step. Block `(x, h, b)`
+/// converts query rows `x · POST_ROWS ..` of `(b, h)` (rows below `Sq_b`, `D` columns each).
+///
+/// Grid: `(ceil(max_seqlen_q / POST_ROWS), Hq, B)`, [`policy::BWD_THREADS`] threads.
+#[inline(always)]
+pub fn post<E: Element>(bp: &BwdParams) {
+    let p = bp.fwd;
+    let (x, h, b) = block_idx();
+    let seq = SeqInfo::resolve(&p, b as usize);
+    let m0 = x as usize * policy::POST_ROWS;
+    if m0 >= seq.sq {
+        return; // (uniform)
+    }
+    let d = p.head_dim as usize;
+    let n = policy::POST_ROWS.min(seq.sq - m0) * d;
+    let (bt, h64) = (seq.batch as i64, h as i64);
+    let (w, o) = (bp.dq_accum_strides, bp.dq_strides);
+    let ws = (bp.dq_accum as *const f32).wrapping_offset((bt * w[0] + h64 * w[2]) as isize);
+    let dq =
+        (bp.dq as *mut E).wrapping_offset((bt * o[0] + seq.q0 as i64 * o[1] + h64 * o[2]) as isize);
+    let scale = scale_of(&p);
+    let mut t = thread_idx() as usize;
+    while t < n {
+        let (i, c) = (m0 + t / d, t % d);
+        // SAFETY: row i < Sq_b and column c < D of (b, h) are inside the workspace and dq
+        // (host validated).
+        unsafe {
+            let g = *ws.wrapping_offset((i as i64 * w[1]) as isize).add(c);
+            *dq.wrapping_offset((i as i64 * o[1]) as isize).add(c) = E::from_f32(g * scale);
+        }
+        t += policy::BWD_THREADS as usize;
     }
 }
 
@@ -449,6 +506,119 @@ fn store_rows<A: MmaAtom, const TM: usize, const NS: usize>(
                     unsafe {
                         *base.wrapping_offset((i as i64 * stride) as isize).add(col) =
                             A::E::from_f32(acc[t][ns][v] * scale)
+                    };
+                }
+            }
+        }
+    }
+}
+
+/// The fused kernel's `dQ` step: `dQ[m0.., :] += dS·K` over the block's `n_keys` keys, this
+/// wave's share (all `QM · M` queries, head-dim columns `wave · QN · N ..`), added to the f32
+/// workspace `ws` (rows below `sq`; row stride `ws_stride`, which is the bucket `QN · N ·
+/// WAVES`, so a step's rows are one contiguous run).
+///
+/// `s` is the wave's `dSᵀ` (`[TM·M keys, TN·N queries]`, rows from `row0`); it goes to `ds_s`
+/// (`[TN·N, pk]`, queries as rows, rounded to the input type as for `dK`) so that every wave
+/// reads the whole block's `dS` as `A` operands. With [`BULK_REDUCE`] the partial sums go to
+/// `dq_s` (`[QM·M, ws_stride]` f32, the workspace's layout) and thread 0 adds the step's rows
+/// with one bulk instruction; otherwise each lane adds its elements atomically (columns below
+/// `d`). Block barriers inside: every wave calls it; `ds_s` is free again after the caller's
+/// next barrier, `dq_s` after the next call's first.
+#[inline(always)]
+#[allow(clippy::needless_range_loop, clippy::too_many_arguments)]
+fn fused_dq<A: MmaAtom, const TM: usize, const TN: usize, const QM: usize, const QN: usize>(
+    s: &[[A::C; TN]; TM],
+    ds_s: *mut A::E,
+    pk: usize,
+    dq_s: *mut f32,
+    k_s: *const A::E,
+    dp: usize,
+    row0: usize,
+    n_keys: usize,
+    (ws, ws_stride, m0, sq, d): (*mut f32, i64, usize, usize, usize),
+) {
+    let lane = lane_id();
+    if BULK_REDUCE && thread_idx() == 0 {
+        bulk_wait_read(); // the previous step's bulk add has read dq_s (the barrier below orders it)
+    }
+    for t in 0..TM {
+        for tn in 0..TN {
+            for v in 0..A::C_VALS {
+                let (r, cc) = A::c_coord(lane, v);
+                // SAFETY: query tn·N + cc < BLOCK_M rows and key row0 + t·M + r < BLOCK_N <= pk
+                // columns index inside ds_s.
+                unsafe {
+                    *ds_s.add((tn * A::N + cc) * pk + row0 + t * A::M + r) =
+                        A::E::from_f32(s[t][tn][v])
+                };
+            }
+        }
+    }
+    sync_threads(); // the whole block's dS is in ds_s
+    let c0 = wave_id() as usize * QN * A::N;
+    // accq: [QM][QN] = this wave's [QM·M queries, QN·N columns] of the step's dS·K.
+    let mut accq = [[A::C::default(); QN]; QM];
+    // (A run-time trip count keeps the loop rolled: see the forward.)
+    for kd in 0..n_keys.div_ceil(A::K) {
+        let mut a = [A::load_a(lane, |_, _| A::E::ZERO); QM];
+        for qm in 0..QM {
+            // SAFETY: rows < BLOCK_M and keys < BLOCK_N index inside ds_s.
+            a[qm] = unsafe { A::load_a_smem(lane, ds_s.add(qm * A::M * pk + kd * A::K), pk) };
+        }
+        for ns in 0..QN {
+            // SAFETY: keys < BLOCK_N rows and columns < D index inside k_s.
+            let bf =
+                unsafe { A::load_b_kn_smem(lane, k_s.add(kd * A::K * dp + c0 + ns * A::N), dp) };
+            for qm in 0..QM {
+                A::mma(&a[qm], &bf, &mut accq[qm][ns]);
+            }
+        }
+    }
+    if BULK_REDUCE {
+        let stride = ws_stride as usize;
+        for qm in 0..QM {
+            for ns in 0..QN {
+                for v in 0..A::C_VALS {
+                    let (r, cc) = A::c_coord(lane, v);
+                    // SAFETY: row < QM·M and column < QN·N·WAVES = stride index inside dq_s.
+                    unsafe {
+                        *dq_s.add((qm * A::M + r) * stride + c0 + ns * A::N + cc) = accq[qm][ns][v]
+                    };
+                }
+            }
+        }
+        fence_proxy_async();
+        sync_threads(); // dq_s is whole
+        let rows = (QM * A::M).min(sq.saturating_sub(m0));
+        if thread_idx() == 0 && rows > 0 {
+            // SAFETY: rows m0.. m0 + rows < Sq_b of (b, h) are inside the workspace (host sized
+            // it [B, Hq, Sq, bucket], 16-byte aligned; a row is a multiple of 16 bytes), and
+            // their dq_s rows are written.
+            unsafe {
+                bulk_reduce_add_f32(
+                    ws.wrapping_offset((m0 as i64 * ws_stride) as isize),
+                    dq_s,
+                    (rows * stride * 4) as u32,
+                )
+            };
+            bulk_commit();
+        }
+        return;
+    }
+    for qm in 0..QM {
+        for ns in 0..QN {
+            for v in 0..A::C_VALS {
+                let (r, cc) = A::c_coord(lane, v);
+                let (i, c) = (m0 + qm * A::M + r, c0 + ns * A::N + cc);
+                if i < sq && c < d {
+                    // SAFETY: row i < Sq_b and column c < D of this (b, h) are inside the
+                    // workspace (host sized it [B, Hq, Sq, bucket]).
+                    unsafe {
+                        atomic_add_f32(
+                            ws.wrapping_offset((i as i64 * ws_stride) as isize).add(c),
+                            accq[qm][ns][v],
+                        )
                     };
                 }
             }
@@ -751,6 +921,9 @@ pub fn run_dkdv<
     const PASSES: usize,
     const PREFETCH: bool,
     const PIECES: bool,
+    const DQ: bool,
+    const QM: usize,
+    const QN: usize,
 >(
     bp: &BwdParams,
 ) {
@@ -764,6 +937,10 @@ pub fn run_dkdv<
         assert!(ND.is_multiple_of(NS));
         assert!(TM * TN * A::C_VALS <= 32);
         assert!(PASSES == 1 || PASSES == 2);
+        // The fused dQ: each wave owns all `QM · M` queries of the step and `QN · N` of the
+        // head-dim columns, over every key of the block.
+        assert!(!DQ || (QM * A::M == TN * A::N && QN * WAVES == ND && PASSES == 1 && !PIECES));
+        assert!(!DQ || (WAVES * TM * A::M).is_multiple_of(A::K));
     }
     let block_n = WAVES * TM * A::M; // the block's keys
     let block_m = TN * A::N; // queries per step
@@ -816,6 +993,10 @@ pub fn run_dkdv<
         + 2 * block_m * 4
         + policy::bias_tile_bytes(PIECES, block_m, block_n);
     let step0 = p_s.cast::<u8>().wrapping_add(p_bytes);
+    // (DQ) ds_s [BLOCK_M, padded(BLOCK_N)]: the step's dS with queries as rows, after the step
+    // buffers; then (BULK_REDUCE) dq_s [BLOCK_M, D] f32, the step's dQ partial sums.
+    let pk = padded(block_n, esize);
+    let ds_s = step0.wrapping_add(bufs * step_bytes).cast::<A::E>();
     // (q_s, do_s, ls, dls, b_s) of step `st`.
     let buf = move |st: usize| {
         let base = step0.wrapping_add(st % bufs * step_bytes);
@@ -1014,6 +1195,26 @@ pub fn run_dkdv<
                     } else {
                         product_pn::<A, TM, NS, KK>(&pa, q_s, dp, col0, &mut acc);
                     }
+                    if DQ {
+                        let dq_s = ds_s.wrapping_add(block_m * pk).cast::<f32>();
+                        fused_dq::<A, TM, TN, QM, QN>(
+                            &s,
+                            ds_s,
+                            pk,
+                            dq_s,
+                            k_s,
+                            dp,
+                            row0,
+                            block_n,
+                            {
+                                let h64 = h as i64;
+                                let w = bp.dq_accum_strides;
+                                let base = (bp.dq_accum as *mut f32)
+                                    .wrapping_offset((bt * w[0] + h64 * w[2]) as isize);
+                                (base, w[1], m0, sq, dq)
+                            },
+                        );
+                    }
                 }
             }
         }
@@ -1034,4 +1235,7 @@ pub fn run_dkdv<
         }
     }
     async_wait_all();
+    if DQ && BULK_REDUCE && thread_idx() == 0 {
+        bulk_wait_all(); // the block's last dQ adds are done before it exits
+    }
 }

@@ -11,11 +11,29 @@ pub enum BwdKernel {
     /// `dk` and `dv`: the block owns key rows and walks the query blocks of every query head of
     /// its kv head (GQA sums stay in registers: deterministic).
     Dkdv,
+    /// `Dkdv`'s walk and tile, plus each step's `dQ` partial sums (`dS·K`) added atomically to
+    /// an f32 workspace: the non-deterministic backward, without `dq`'s recomputation of `S`
+    /// and `dP` (5 matrix products instead of 7). Plain variant on NVIDIA's 16-bit atom only
+    /// ([`bwd_instantiated`]).
+    Fused,
+}
+
+impl BwdKernel {
+    /// The kernel whose walk and tile this one shares (`Fused` is `Dkdv`'s).
+    pub const fn walk(self) -> BwdKernel {
+        match self {
+            BwdKernel::Fused => BwdKernel::Dkdv,
+            k => k,
+        }
+    }
 }
 
 /// Head-dim columns of one shared-memory chunk of the preprocess kernel (a multiple of every
 /// atom's `K`).
 pub const PRE_COLS: usize = 64;
+
+/// Query rows per block of the fused backward's `dq` conversion (`attn_bwd_post_*`).
+pub const POST_ROWS: usize = 64;
 
 /// Rows of `delta` per block of the preprocess kernel for `dtype`: one atom row block (`M`) per
 /// wave, which is `BWD_THREADS / 4` for the f32 FMA atom (`M = WAVE / 4`) on any wave size.
@@ -88,14 +106,14 @@ const fn plain_nv16_tile(family: Family, dtype: DType, d: usize, kernel: BwdKern
     BwdTile {
         tm: 1,
         block_rows: waves(family) * atom_m(family, dtype),
-        block_cols: match (kernel, d, family) {
+        block_cols: match (kernel.walk(), d, family) {
             // (sm_80's 64-key step spilled 4-24 bytes under sm_90a's block counts.)
             (BwdKernel::Dq, _, Family::Sm80) => 32,
             (BwdKernel::Dq, _, _) => 64,
             (BwdKernel::Dkdv, 128, _) => 32,
             // (sm_80's 64-query step spilled 4-16 bytes under the 168 registers of three blocks.)
             (BwdKernel::Dkdv, _, Family::Sm80) => 32,
-            (BwdKernel::Dkdv, _, _) => 64,
+            (BwdKernel::Dkdv | BwdKernel::Fused, _, _) => 64,
         },
         slices: 1,
         p_in_smem: false,
@@ -107,13 +125,16 @@ const fn plain_nv16_tile(family: Family, dtype: DType, d: usize, kernel: BwdKern
 /// Resident blocks per SM that the NVIDIA backward kernel asks of `ptxas` (`#[kernel(blocks)]`,
 /// which caps its registers at `65536 / (blocks · 128)`), for the plain 16-bit kernels: `dq` 4
 /// up to D = 64 (128 registers) and 3 at D = 128 (168), `dK + dV` 3 up to D = 64 (168) and 1 at
-/// D = 128 (its one walk needs 254); no spills in any. 1 (up to 255 registers) elsewhere. The
-/// sweeps' best (docs/perf.md, b7 and b8).
+/// D = 128 (its one walk needs 254); no spills in any. The fused kernel: 2 up to D = 64 (its dQ
+/// step spilled 4-24 bytes under three blocks' 168 registers), 1 at D = 128. 1 (up to 255
+/// registers) elsewhere. The sweeps' best (docs/perf.md, b7 and b8).
 pub const fn bwd_min_blocks(dtype: DType, d: usize, kernel: BwdKernel, variant: BwdVariant) -> u32 {
     if !matches!(variant, BwdVariant::Plain) || matches!(dtype, DType::F32) {
         return 1;
     }
     match (kernel, d) {
+        // (The fused kernel at three blocks spilled 4-24 bytes at D <= 64 on sm_90a.)
+        (BwdKernel::Fused, ..=64) => 2,
         (BwdKernel::Dq, ..=64) => 4,
         (BwdKernel::Dq, 128) => 3,
         (BwdKernel::Dkdv, ..=64) => 3,
@@ -142,7 +163,7 @@ pub const fn bwd_tile(
     let m = atom_m(family, dtype);
     let nv = matches!(family, Family::Sm80 | Family::Sm90);
     let half = !matches!(dtype, DType::F32);
-    let dkdv = matches!(kernel, BwdKernel::Dkdv);
+    let dkdv = matches!(kernel.walk(), BwdKernel::Dkdv);
     let narrow = !half
         || dkdv
         || d >= 256
@@ -206,18 +227,25 @@ pub const fn bwd_smem_bytes(
     let (r, c) = (t.block_rows, t.block_cols);
     let p = if t.p_in_smem { r * padded(c, e) * e } else { 0 };
     let pieces = matches!(variant, BwdVariant::Pieces);
-    // The block's own tiles, then one step buffer (two with prefetch).
-    let (own, step) = match kernel {
+    // The block's own tiles, then one step buffer (two with prefetch); `Fused` adds the step's
+    // dS with queries as rows (`[cols, padded(rows)]`).
+    // (and on sm_90 the step's dQ partial sums, `[cols, d]` f32, for the bulk add)
+    let ds = match (kernel, family) {
+        (BwdKernel::Fused, Family::Sm90) => c * padded(r, e) * e + c * d * 4,
+        (BwdKernel::Fused, _) => c * padded(r, e) * e,
+        _ => 0,
+    };
+    let (own, step) = match kernel.walk() {
         BwdKernel::Dq => (
             2 * r * padded(d, e) * e,
             2 * c * padded(d, e) * e + bias_tile_bytes(pieces, r, c),
         ),
-        BwdKernel::Dkdv => (
+        BwdKernel::Dkdv | BwdKernel::Fused => (
             2 * r * padded(d, e) * e,
             2 * c * padded(d, e) * e + 2 * c * 4 + bias_tile_bytes(pieces, c, r),
         ),
     };
-    own + p + if t.prefetch { 2 } else { 1 } * step
+    own + p + if t.prefetch { 2 } else { 1 } * step + ds
 }
 
 /// The step's bias tile `[rows, padded(cols)]` (f32 at worst), bytes: only the pieces' kernels
@@ -243,7 +271,8 @@ pub const fn smem_limit(family: Family) -> usize {
 /// target's shared memory. AMD's 64 KiB do not hold the D = 256 tiles (those kernels are stubs
 /// that the host refuses as `Unsupported` before any launch). RDNA3's 16-bit dK + dV, which
 /// spilled its 256 VGPRs from D = 64 in one slice, run in head-dim slices of 32 there
-/// ([`bwd_tile`]: 200-203 VGPRs, no scratch).
+/// ([`bwd_tile`]: 200-203 VGPRs, no scratch). The fused kernel is built for the plain variant on
+/// NVIDIA's 16-bit atom up to D = 128 (elsewhere the host runs `Dq` and `Dkdv`).
 pub const fn bwd_instantiated(
     family: Family,
     dtype: DType,
@@ -251,7 +280,8 @@ pub const fn bwd_instantiated(
     kernel: BwdKernel,
     variant: BwdVariant,
 ) -> bool {
-    bwd_smem_bytes(family, dtype, d, kernel, variant) <= smem_limit(family)
+    let fused_ok = !matches!(kernel, BwdKernel::Fused) || plain_nv16(family, dtype, d, variant);
+    fused_ok && bwd_smem_bytes(family, dtype, d, kernel, variant) <= smem_limit(family)
 }
 
 /// Threads per block of every backward kernel.
@@ -269,8 +299,9 @@ mod tests {
         for (family, per_sm) in [(Family::Sm80, 164 * 1024), (Family::Sm90, 228 * 1024)] {
             for dtype in [DType::F16, DType::Bf16] {
                 for d in [32, 64, 128] {
-                    for kernel in [BwdKernel::Dq, BwdKernel::Dkdv] {
+                    for kernel in [BwdKernel::Dq, BwdKernel::Dkdv, BwdKernel::Fused] {
                         let v = BwdVariant::Plain;
+                        assert!(bwd_instantiated(family, dtype, d, kernel, v));
                         let blocks = bwd_min_blocks(dtype, d, kernel, v) as usize;
                         let smem = bwd_smem_bytes(family, dtype, d, kernel, v);
                         assert!(
@@ -278,6 +309,38 @@ mod tests {
                             "{family:?} {dtype:?} d{d} {kernel:?}: {blocks} x {smem} B"
                         );
                         assert_eq!(bwd_tile(family, dtype, d, kernel, v).passes, 1);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The fused kernel exists exactly where the plain 16-bit NVIDIA tile does, on its `Dkdv`
+    /// tile.
+    #[test]
+    fn the_fused_kernel_is_the_plain_nvidia_dkdv() {
+        for family in [Family::Sm80, Family::Sm90, Family::Cdna, Family::Rdna3] {
+            for dtype in DType::ALL {
+                for v in BwdVariant::ALL {
+                    for d in FWD_HEAD_DIMS {
+                        let d = d as usize;
+                        let f = BwdKernel::Fused;
+                        assert_eq!(
+                            bwd_instantiated(family, dtype, d, f, v),
+                            plain_nv16(family, dtype, d, v),
+                            "{family:?} {dtype:?} d{d} {v:?}"
+                        );
+                        let t = bwd_tile(family, dtype, d, BwdKernel::Dkdv, v);
+                        assert_eq!(bwd_tile(family, dtype, d, f, v), t);
+                        let extra = bwd_smem_bytes(family, dtype, d, f, v)
+                            - bwd_smem_bytes(family, dtype, d, BwdKernel::Dkdv, v);
+                        let e = dtype.size();
+                        let bulk = if matches!(family, Family::Sm90) {
+                            t.block_cols * d * 4
+                        } else {
+                            0
+                        };
+                        assert_eq!(extra, t.block_cols * padded(t.block_rows, e) * e + bulk);
                     }
                 }
             }
