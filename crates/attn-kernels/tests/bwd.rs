@@ -540,8 +540,8 @@ fn fused_backward_on_the_sm80_atom() {
         Some(&f32q),
     );
     // 64 queries per step (QM = 4), D = 64 (QN = 2), Dv = 48, causal bottom-right, GQA 2:1,
-    // ragged lengths.
-    let causal = Problem::new(Dtype::Bf16, 2, 77, 130, 4, 2, 64, 48).with_mask(Mask::Causal {
+    // ragged lengths, Sq > Sk (the first rows see no key; small: this runs unoptimised in CI).
+    let causal = Problem::new(Dtype::Bf16, 1, 77, 70, 2, 1, 64, 48).with_mask(Mask::Causal {
         align: Align::BottomRight,
     });
     let f64q =
