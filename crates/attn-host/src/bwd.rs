@@ -305,20 +305,7 @@ impl Backward {
                 lse.len,
             )
         })?;
-        let delta = match self.delta {
-            None => 0,
-            Some((ptr, bytes)) => {
-                crate::ops::check_ptr("delta_workspace", ptr, 16)?;
-                if bytes < delta_bytes {
-                    return Err(Error::invalid(
-                        "delta_workspace",
-                        format!("at least {delta_bytes} bytes"),
-                        bytes,
-                    ));
-                }
-                ptr
-            }
-        };
+        let delta = caller_workspace("delta_workspace", self.delta, delta_bytes)?;
         // The fused dQ workspace: f32 [B, Hq, Sq, bucket] (batch mode: the plain variant; rows
         // as wide as the kernel's head-dim bucket, so that a step's rows are one run for the
         // bulk add).
@@ -333,20 +320,9 @@ impl Backward {
         let dq_accum_bytes = dq_accum_len.and_then(|n| n.checked_mul(4)).ok_or_else(|| {
             Error::unsupported("a dQ workspace of more than usize::MAX bytes".to_string())
         })?;
-        let dq_accum = match self.dq_accum {
-            Some((ptr, bytes)) if dq_accum_bytes > 0 => {
-                crate::ops::check_ptr("dq_workspace", ptr, 16)?;
-                if bytes < dq_accum_bytes {
-                    return Err(Error::invalid(
-                        "dq_workspace",
-                        format!("at least {dq_accum_bytes} bytes"),
-                        bytes,
-                    ));
-                }
-                ptr
-            }
-            _ => 0,
-        };
+        // (ignored by a plan that is not fused)
+        let given = self.dq_accum.filter(|_| dq_accum_bytes > 0);
+        let dq_accum = caller_workspace("dq_workspace", given, dq_accum_bytes)?;
         let st3 = |t: &TensorRef| [t.strides[0], t.strides[1], t.strides[2]];
         let params = BwdParams {
             fwd: fp,
@@ -525,6 +501,23 @@ pub fn backward<T: HostElement>(
     // plan checks against its shape; the gradients are fresh.
     unsafe { bwd.launch(stream)? };
     Ok((dq, dk, dv))
+}
+
+/// The address of a caller's workspace `given` as `(ptr, bytes)` (`what` names it in errors):
+/// 16-byte aligned and at least `need` bytes; 0 (launch allocates) when none is given.
+fn caller_workspace(what: &str, given: Option<(u64, usize)>, need: usize) -> Result<u64> {
+    let Some((ptr, bytes)) = given else {
+        return Ok(0);
+    };
+    crate::ops::check_ptr(what, ptr, 16)?;
+    if bytes < need {
+        return Err(Error::invalid(
+            what,
+            format!("at least {need} bytes"),
+            bytes,
+        ));
+    }
+    Ok(ptr)
 }
 
 /// The zero fill of a `[n0, n1, n2, n3]` tensor (none when it is empty).
